@@ -1,0 +1,80 @@
+"""What every model class shares: a fixed input signature, a TF call, and conversion to a .tflite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+# Masks and suppression add this instead of -inf: -inf crashes TFLite kernels (reduce.cc Mean, WHILE gathers)
+# and NaNs the softmax of a row that is masked whole. exp(-1e9 - max) is exactly 0 in float32 anyway.
+NEG_INF = -1e9
+
+
+class GraphModule(tf.Module):
+    """A stage as a TF module. Subclasses define `input_signature` and `__call__` (dict in, dict out)."""
+
+    role: str = ""
+
+    @property
+    def input_signature(self) -> list[tf.TensorSpec]:
+        raise NotImplementedError
+
+    def serving_function(self) -> tf.types.experimental.ConcreteFunction:
+        """`__call__` traced at the fixed signature: what is converted."""
+        return tf.function(self.__call__, input_signature=self.input_signature).get_concrete_function()
+
+    def tflite(self, path: str | Path | None = None, quantize: str = "none") -> bytes:
+        """Converts to TFLite (builtin ops only, checked) and writes `path` if given; returns the model bytes."""
+        from ..convert import to_tflite
+
+        model = to_tflite(self, quantize)
+        if path is not None:
+            Path(path).write_bytes(model)
+        return model
+
+
+def weights_of(checkpoint) -> dict[str, np.ndarray]:
+    """The HF TF model's weights by path (`model/encoder/conv1/kernel`), as float32 numpy arrays."""
+    prefix = checkpoint.model.name + "/"
+    return {
+        v.name.removeprefix(prefix).removesuffix(":0"): v.numpy().astype(np.float32) for v in checkpoint.model.weights
+    }
+
+
+def layer_norm(x: tf.Tensor, weights: dict, name: str, epsilon: float = 1e-5) -> tf.Tensor:
+    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(tf.math.squared_difference(x, mean), axis=-1, keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + epsilon) * weights[f"{name}/gamma"] + weights[f"{name}/beta"]
+
+
+def dense(x: tf.Tensor, weights: dict, name: str) -> tf.Tensor:
+    y = tf.matmul(x, weights[f"{name}/kernel"])
+    bias = weights.get(f"{name}/bias")
+    return y if bias is None else y + bias
+
+
+def split_heads(x: tf.Tensor, heads: int) -> tf.Tensor:
+    """[T, d] -> [heads, T, d/heads]."""
+    length, width = x.shape
+    return tf.transpose(tf.reshape(x, [length, heads, width // heads]), [1, 0, 2])
+
+
+def merge_heads(x: tf.Tensor) -> tf.Tensor:
+    """[heads, T, hd] -> [T, heads*hd]."""
+    heads, length, head_dim = x.shape
+    return tf.reshape(tf.transpose(x, [1, 0, 2]), [length, heads * head_dim])
+
+
+def attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """Scaled dot-product attention over [heads, T, hd] tensors; `bias` holds NEG_INF where masked."""
+    scores = tf.matmul(q * (q.shape[-1] ** -0.5), k, transpose_b=True)
+    if bias is not None:
+        scores = scores + bias
+    return tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+
+
+def mlp(x: tf.Tensor, weights: dict, prefix: str) -> tf.Tensor:
+    h = layer_norm(x, weights, f"{prefix}/final_layer_norm")
+    return x + dense(tf.nn.gelu(dense(h, weights, f"{prefix}/fc1"), approximate=False), weights, f"{prefix}/fc2")

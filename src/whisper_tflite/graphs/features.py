@@ -1,0 +1,62 @@
+"""Whisper's log-mel front end as a graph of builtin TFLite ops, numerically the reference's.
+
+`tf.signal.stft` only converts with a power-of-two FFT length (hence the n_fft 512 approximation elsewhere);
+here the 400-point DFT is a matmul with a windowed cos/sin basis, so n_fft, window and padding are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ..audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES
+from .base import GraphModule
+
+
+def dft_basis(n_fft: int = N_FFT) -> np.ndarray:
+    """[n_fft, 2 * (n_fft//2 + 1)]: periodic-Hann-windowed cos and -sin columns of the one-sided DFT."""
+    n = np.arange(n_fft)
+    k = np.arange(n_fft // 2 + 1)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)  # periodic Hann, as torch.hann_window and HF
+    angle = 2 * np.pi * np.outer(n, k) / n_fft
+    return np.concatenate([window[:, None] * np.cos(angle), -window[:, None] * np.sin(angle)], axis=1)
+
+
+class FeatureExtractor(GraphModule):
+    """PCM [480000] (30 s at 16 kHz, zero-padded by the caller) -> log-mel [1, n_mels, 3000]."""
+
+    role = "features"
+
+    def __init__(self, mel_filters: np.ndarray):
+        """`mel_filters`: [n_fft//2 + 1, n_mels] Slaney filters, e.g. `WhisperFeatureExtractor.mel_filters`."""
+        super().__init__()
+        self.n_mels = mel_filters.shape[1]
+        self.basis = dft_basis().astype(np.float32)
+        self.mel_filters = mel_filters.astype(np.float32)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> "FeatureExtractor":
+        return cls(np.asarray(checkpoint.feature_extractor.mel_filters))
+
+    @property
+    def input_signature(self):
+        return [tf.TensorSpec([N_SAMPLES], tf.float32, name="pcm")]
+
+    def __call__(self, pcm):
+        half = N_FFT // 2
+        # center=True with reflect padding: mirror 200 samples at each end, edges excluded.
+        padded = tf.concat([tf.reverse(pcm[1 : half + 1], [0]), pcm, tf.reverse(pcm[-half - 1 : -1], [0])], 0)
+        # Frames of 400 with hop 160 from rows of 160: frame i = row i, row i+1, first 80 of row i+2.
+        # Only the first 3000 of the 3001 frames are built: Whisper drops the last one.
+        rows = tf.reshape(padded[: (N_FRAMES + 2) * HOP_LENGTH], [N_FRAMES + 2, HOP_LENGTH])
+        frames = tf.concat(
+            [rows[:N_FRAMES], rows[1 : N_FRAMES + 1], rows[2 : N_FRAMES + 2, : N_FFT - 2 * HOP_LENGTH]], axis=1
+        )
+        spectrum = tf.matmul(frames, self.basis)  # [3000, 402]: real parts, then imaginary parts
+        bins = N_FFT // 2 + 1
+        power = tf.square(spectrum[:, :bins]) + tf.square(spectrum[:, bins:])
+        mel = tf.matmul(power, self.mel_filters)  # [3000, n_mels]
+        log_spec = tf.math.log(tf.maximum(mel, 1e-10)) * (1.0 / np.log(10.0))
+        log_spec = tf.maximum(log_spec, tf.reduce_max(log_spec) - 8.0)
+        log_spec = (log_spec + 4.0) / 4.0
+        return {"log_mel": tf.transpose(log_spec)[tf.newaxis]}

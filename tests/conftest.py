@@ -1,0 +1,91 @@
+"""Shared fixtures: the speech manifest, the bundled checkpoints, and reference transcripts, loaded once a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+from whisper_tflite.audio import load_audio
+from whisper_tflite.evaluation import read_manifest
+
+AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+BASE_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "ar")
+
+
+def pytest_report_header(config):
+    return f"speech clips: {AUDIO_DIR}"
+
+
+@pytest.fixture(scope="session")
+def clips():
+    if not (AUDIO_DIR / "manifest.tsv").is_file():
+        pytest.fail(f"the test speech is missing: {AUDIO_DIR}/manifest.tsv (shared/ must sit beside the repo)")
+    return read_manifest(AUDIO_DIR)
+
+
+@pytest.fixture(scope="session")
+def english_clips(clips):
+    return [c for c in clips if c.language == "en"]
+
+
+@pytest.fixture(scope="session")
+def audio_cache():
+    """16 kHz mono samples of each clip, decoded once."""
+    cache = {}
+
+    def get(clip):
+        if clip.path not in cache:
+            cache[clip.path] = load_audio(clip.path)
+        return cache[clip.path]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_en():
+    from whisper_tflite.sources import load_whisper
+
+    return load_whisper("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def base():
+    from whisper_tflite.sources import load_whisper
+
+    return load_whisper("base")
+
+
+def _reference_cache(checkpoint, audio_cache):
+    from whisper_tflite.reference import reference_features, reference_transcribe
+
+    cache = {}
+
+    def get(clip, language=None):
+        key = (clip.path, language)
+        if key not in cache:
+            features = reference_features(checkpoint, audio_cache(clip))
+            cache[key] = (features, reference_transcribe(checkpoint, language=language, features=features))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_en_reference(tiny_en, audio_cache):
+    """(features, ReferenceResult) per clip for tiny.en, computed once a run."""
+    return _reference_cache(tiny_en, audio_cache)
+
+
+@pytest.fixture(scope="session")
+def base_reference(base, audio_cache):
+    """(features, ReferenceResult) per (clip, forced language) for base, computed once a run."""
+    return _reference_cache(base, audio_cache)
+
+
+@pytest.fixture(scope="session")
+def base_clips(clips):
+    return [c for c in clips if c.language in BASE_LANGUAGES]
