@@ -13,7 +13,7 @@ NEG_INF = -1e9
 
 
 class GraphModule(tf.Module):
-    """A stage as a TF module. Subclasses define `input_signature` and `__call__` (dict in, dict out)."""
+    """A stage as a TF module: `call` maps named input tensors to named outputs at a fixed signature."""
 
     role: str = ""
 
@@ -21,9 +21,18 @@ class GraphModule(tf.Module):
     def input_signature(self) -> list[tf.TensorSpec]:
         raise NotImplementedError
 
+    def call(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, **inputs) -> dict[str, tf.Tensor]:
+        specs = {spec.name: spec for spec in self.input_signature}
+        return self.call({name: tf.convert_to_tensor(value, specs[name].dtype) for name, value in inputs.items()})
+
     def serving_function(self) -> tf.types.experimental.ConcreteFunction:
-        """`__call__` traced at the fixed signature: what is converted."""
-        return tf.function(self.__call__, input_signature=self.input_signature).get_concrete_function()
+        """`call` traced at the fixed signature: what is converted. Inputs keep their spec names."""
+        names = [spec.name for spec in self.input_signature]
+        function = tf.function(lambda *args: self.call(dict(zip(names, args))), input_signature=self.input_signature)
+        return function.get_concrete_function()
 
     def tflite(self, path: str | Path | None = None, quantize: str = "none") -> bytes:
         """Converts to TFLite (builtin ops only, checked) and writes `path` if given; returns the model bytes."""

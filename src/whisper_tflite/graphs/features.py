@@ -42,7 +42,8 @@ class FeatureExtractor(GraphModule):
     def input_signature(self):
         return [tf.TensorSpec([N_SAMPLES], tf.float32, name="pcm")]
 
-    def __call__(self, pcm):
+    def call(self, inputs):
+        pcm = inputs["pcm"]
         half = N_FFT // 2
         # center=True with reflect padding: mirror 200 samples at each end, edges excluded.
         padded = tf.concat([tf.reverse(pcm[1 : half + 1], [0]), pcm, tf.reverse(pcm[-half - 1 : -1], [0])], 0)

@@ -1,0 +1,63 @@
+"""The audio encoder: log-mel -> hidden states, plus every decoder layer's cross-attention keys and values.
+
+Computing the cross K/V here, once per 30 s window, spares the decoder step from projecting 1500 frames
+through 2 x n_layers matrices at every token.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .base import GraphModule, attend, dense, layer_norm, merge_heads, mlp, split_heads, weights_of
+
+
+class Encoder(GraphModule):
+    """log_mel [1, n_mels, 3000] -> hidden [1, 1500, d], and cross_k_{i}, cross_v_{i} [heads, 1500, hd] for each
+    decoder layer i (one tensor per layer: slicing a stacked tensor costs the decoder a copy at every step)."""
+
+    role = "encoder"
+
+    def __init__(self, weights: dict, config):
+        super().__init__()
+        self.w = weights
+        self.n_mels = config.num_mel_bins
+        self.heads = config.encoder_attention_heads
+        self.layers = config.encoder_layers
+        self.decoder_layers = config.decoder_layers
+        self.decoder_heads = config.decoder_attention_heads
+        self.n_frames = 2 * config.max_source_positions
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> "Encoder":
+        return cls(weights_of(checkpoint), checkpoint.model.config)
+
+    @property
+    def input_signature(self):
+        return [tf.TensorSpec([1, self.n_mels, self.n_frames], tf.float32, name="log_mel")]
+
+    def call(self, inputs):
+        w = self.w
+        x = tf.transpose(inputs["log_mel"][0])  # [3000, n_mels]: channels last for the convolutions
+        x = _conv(x, w, "model/encoder/conv1", stride=1)
+        x = _conv(x, w, "model/encoder/conv2", stride=2)
+        x = x + w["model/encoder/embed_positions/weight"]
+        for i in range(self.layers):
+            p = f"model/encoder/layers.{i}"
+            h = layer_norm(x, w, f"{p}/self_attn_layer_norm")
+            q, k, v = (split_heads(dense(h, w, f"{p}/self_attn/{n}_proj"), self.heads) for n in "qkv")
+            x = x + dense(merge_heads(attend(q, k, v)), w, f"{p}/self_attn/out_proj")
+            x = mlp(x, w, p)
+        hidden = layer_norm(x, w, "model/encoder/layer_norm")
+        outputs = {"hidden": hidden[tf.newaxis]}
+        for i in range(self.decoder_layers):
+            p = f"model/decoder/layers.{i}/encoder_attn"
+            outputs[f"cross_k_{i}"] = split_heads(dense(hidden, w, f"{p}/k_proj"), self.decoder_heads)
+            outputs[f"cross_v_{i}"] = split_heads(dense(hidden, w, f"{p}/v_proj"), self.decoder_heads)
+        return outputs
+
+
+def _conv(x: tf.Tensor, weights: dict, name: str, stride: int) -> tf.Tensor:
+    """Width-3 convolution with one frame of zero padding each side, then exact GELU, as Whisper's stem."""
+    padded = tf.pad(x, [[1, 1], [0, 0]])[tf.newaxis]
+    y = tf.nn.conv1d(padded, weights[f"{name}/kernel"], stride=stride, padding="VALID")[0]
+    return tf.nn.gelu(y + weights[f"{name}/bias"], approximate=False)
