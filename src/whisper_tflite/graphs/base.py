@@ -36,7 +36,7 @@ class GraphModule(tf.Module):
 
     def tflite(self, path: str | Path | None = None, quantize: str = "none") -> bytes:
         """Converts to TFLite (builtin ops only, checked) and writes `path` if given; returns the model bytes."""
-        from ..convert import to_tflite
+        from ..conversion import to_tflite
 
         model = to_tflite(self, quantize)
         if path is not None:

@@ -1,0 +1,104 @@
+"""A bundle: a folder of .tflite files, `tokenizer.json` and `manifest.json` describing them (runtime side).
+
+`manifest.json` is the contract between conversion and runtime: roles, files, I/O specs, quantization, sha256,
+special tokens, languages, suppress lists and audio settings. The runtime trusts nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BundleError
+
+FORMAT = "whisper-tflite-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+ROLES = ("features", "encoder", "decoder_step", "decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
+REQUIRED_ROLES = ("features", "encoder", "decoder_step")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    folder: Path
+    manifest: dict
+
+    @property
+    def models(self) -> dict[str, dict]:
+        return self.manifest["models"]
+
+    def path(self, role: str) -> Path:
+        if role not in self.models:
+            raise BundleError(f"{self.folder} has no {role!r} model; convert it with --models {role}")
+        return self.folder / self.models[role]["file"]
+
+    @classmethod
+    def load(cls, folder: str | Path, verify: bool = True) -> "Bundle":
+        """Reads and validates a bundle; `verify` also checks every file's sha256 against the manifest."""
+        folder = Path(folder)
+        manifest_path = folder / MANIFEST
+        if not folder.is_dir():
+            raise BundleError(f"{folder}: no such bundle folder; create one with `whisper-tflite convert`")
+        if not manifest_path.is_file():
+            raise BundleError(f"{folder} is not a bundle (no {MANIFEST}); convert again with `whisper-tflite convert`")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{manifest_path} is not valid JSON ({e}); convert the bundle again") from None
+        validate_manifest(manifest, folder)
+        bundle = cls(folder, manifest)
+        for role, entry in bundle.models.items():
+            path = folder / entry["file"]
+            if not path.is_file():
+                raise BundleError(f"{folder}: the {role} model {entry['file']} is missing; convert the bundle again")
+            if verify and sha256_of(path) != entry["sha256"]:
+                raise BundleError(f"{path} does not match its sha256 in {MANIFEST} (corrupt or replaced); "
+                                  "convert the bundle again")
+        listed = {entry["file"] for entry in bundle.models.values()}
+        extra = sorted(p.name for p in folder.glob("*.tflite") if p.name not in listed)
+        if extra:
+            raise BundleError(f"{folder} holds model files its manifest does not list ({', '.join(extra)}); "
+                              "remove them or convert the bundle again")
+        if not (folder / TOKENIZER).is_file():
+            raise BundleError(f"{folder}: {TOKENIZER} is missing; convert the bundle again")
+        return bundle
+
+
+def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
+    """Structural checks, so a damaged or foreign manifest fails here and not deep in the runtime."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{where}: {MANIFEST} is not a whisper-tflite manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{where}: {MANIFEST} has no format_version")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{where}: bundle format {version} is newer than this whisper-tflite reads "
+                          f"({FORMAT_VERSION}); upgrade whisper-tflite")
+    models = manifest.get("models")
+    if not isinstance(models, dict):
+        raise BundleError(f"{where}: {MANIFEST} lists no models")
+    for role in REQUIRED_ROLES:
+        if role not in models:
+            raise BundleError(f"{where}: the bundle lacks the required {role!r} model; convert it again")
+    for role, entry in models.items():
+        if role not in ROLES:
+            raise BundleError(f"{where}: unknown model role {role!r}")
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("file", "sha256")):
+            raise BundleError(f"{where}: the {role} entry lacks its file or sha256")
+        if Path(entry["file"]).name != entry["file"]:
+            raise BundleError(f"{where}: the {role} file {entry['file']!r} must be a plain file name")
+    for key, kind in (("special_tokens", dict), ("suppress_tokens", list), ("begin_suppress_tokens", list),
+                      ("languages", list), ("dims", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise BundleError(f"{where}: {MANIFEST} lacks {key}")

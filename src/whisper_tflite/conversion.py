@@ -1,0 +1,217 @@
+"""TF modules -> checked TFLite files -> a bundle folder. The conversion side: needs TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.lite.tools import flatbuffer_utils
+
+from .errors import ConversionError
+
+QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
+
+
+def to_tflite(module, quantize: str = "none") -> bytes:
+    """Converts a `GraphModule` with builtin ops only, then refuses the result if it breaks a runtime rule."""
+    if quantize not in QUANTIZATIONS:
+        raise ConversionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serving_function()], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic-int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    try:
+        model = converter.convert()
+    except Exception as e:  # the converter raises ConverterError, ValueError, ... with MLIR dumps
+        raise ConversionError(f"TFLite conversion of {module.role} failed: {str(e).strip().splitlines()[0]}") from e
+    check_model(model, module.role)
+    return model
+
+
+def check_model(model: bytes, role: str) -> None:
+    """Builtin operators only, fully static input/output shapes, and no inf/NaN in any constant."""
+    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    for opcode in parsed.operatorCodes:
+        if max(opcode.builtinCode, opcode.deprecatedBuiltinCode) == _CUSTOM:
+            raise ConversionError(
+                f"{role}: needs the non-builtin operator {_text(opcode.customCode)} (Flex/custom ops cannot run)"
+            )
+    for subgraph in parsed.subgraphs:
+        for index in list(subgraph.inputs) + list(subgraph.outputs):
+            tensor = subgraph.tensors[index]
+            signature = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+            if signature is not None and any(int(d) < 0 for d in signature):
+                raise ConversionError(f"{role}: tensor {_text(tensor.name)} has a dynamic shape {list(signature)}")
+        for tensor in subgraph.tensors:
+            data = parsed.buffers[tensor.buffer].data if tensor.buffer < len(parsed.buffers) else None
+            if data is None or tensor.type not in _FLOAT_TYPES:
+                continue
+            values = np.asarray(data, dtype=np.uint8).view(_FLOAT_TYPES[tensor.type])
+            if not np.isfinite(values).all():
+                raise ConversionError(f"{role}: constant {_text(tensor.name)} holds inf or NaN")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
+# TFLite schema TensorType codes of floating-point tensors.
+_FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}
+
+
+# What `convert` does without --quantize, chosen from the measured WER/size/speed table in the README.
+# The features graph always stays float32: quantizing its DFT basis would break the exact mel.
+DEFAULT_POLICY = {"features": "none", "encoder": "fp16", "decoder_step": "dynamic-int8"}
+DEFAULT_MODELS = ("features", "encoder", "decoder_step")
+
+
+def quantization_plan(quantize: str | None, roles: tuple[str, ...]) -> dict[str, str]:
+    if quantize is None:
+        return {role: DEFAULT_POLICY.get(role, "none") for role in roles}
+    if quantize not in QUANTIZATIONS:
+        raise ConversionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    return {role: "none" if role == "features" else quantize for role in roles}
+
+
+def build_module(role: str, checkpoint):
+    from .graphs.decoder import DecoderStep
+    from .graphs.encoder import Encoder
+    from .graphs.features import FeatureExtractor
+
+    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep}
+    if role not in builders:
+        raise ConversionError(f"unknown model role {role!r}: choose from {', '.join(builders)}")
+    return builders[role].from_checkpoint(checkpoint)
+
+
+def io_specs(model: bytes) -> dict[str, list[dict]]:
+    """Input and output names, shapes and dtypes of the serving signature, read back from the file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=model).get_signature_runner()
+
+    def describe(details: dict) -> list[dict]:
+        return [{"name": name, "shape": [int(d) for d in d_["shape"]], "dtype": np.dtype(d_["dtype"]).name}
+                for name, d_ in sorted(details.items())]
+
+    return {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+
+
+def convert(
+    source: str = "tiny.en",
+    out_dir: str | Path = "bundles/tiny.en",
+    quantize: str | None = None,
+    models: tuple[str, ...] = DEFAULT_MODELS,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Converts a Whisper checkpoint into a bundle folder, atomically: a temporary folder renamed at the end.
+
+    `quantize` None applies the default per-component policy; otherwise "none", "fp16" or "dynamic-int8" for
+    every model but the features graph.
+    """
+    from tqdm import tqdm
+
+    from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER, sha256_of
+    from .sources import load_whisper
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise ConversionError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
+    roles = tuple(dict.fromkeys(models))
+    plan = quantization_plan(quantize, roles)
+    for role in roles:
+        if role not in ("features", "encoder", "decoder_step"):
+            raise ConversionError(f"unknown model role {role!r}: choose from features, encoder, decoder_step")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
+    try:
+        with tqdm(total=len(roles) + 2, desc=f"converting {source}", unit="step", disable=not progress) as bar:
+            bar.set_postfix_str("loading weights")
+            checkpoint = load_whisper(source)
+            bar.update()
+            entries = {}
+            for role in roles:
+                bar.set_postfix_str(f"{role} ({plan[role]})")
+                model = to_tflite(build_module(role, checkpoint), plan[role])
+                file = f"{role}.tflite"
+                (staging / file).write_bytes(model)
+                entries[role] = {"file": file, "quantization": plan[role], "sha256": sha256_of(staging / file),
+                                 "bytes": len(model), **io_specs(model)}
+                bar.update()
+            bar.set_postfix_str("manifest")
+            (staging / TOKENIZER).write_text(checkpoint.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "source": source,
+                "dims": _dims(checkpoint),
+                "special_tokens": checkpoint.special_tokens.to_dict(),
+                "languages": checkpoint.languages,
+                "suppress_tokens": checkpoint.suppress_tokens,
+                "begin_suppress_tokens": checkpoint.begin_suppress_tokens,
+                "audio": {"sample_rate": 16000, "n_fft": 400, "hop_length": 160, "chunk_seconds": 30},
+                "models": entries,
+                "tools": _tool_versions(),
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            _replace_folder(staging, out_dir)
+            bar.update()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _dims(checkpoint) -> dict:
+    config = checkpoint.model.config
+    return {
+        "n_mels": config.num_mel_bins,
+        "n_vocab": config.vocab_size,
+        "d_model": config.d_model,
+        "n_audio_ctx": config.max_source_positions,
+        "n_text_ctx": config.max_target_positions,
+        "encoder_layers": config.encoder_layers,
+        "decoder_layers": config.decoder_layers,
+        "decoder_heads": config.decoder_attention_heads,
+        "multilingual": checkpoint.multilingual,
+    }
+
+
+def _tool_versions() -> dict:
+    import ai_edge_litert
+    import transformers
+
+    from . import __version__
+
+    return {"whisper_tflite": __version__, "tensorflow": tf.__version__, "transformers": transformers.__version__,
+            "ai_edge_litert": getattr(ai_edge_litert, "__version__", _dist_version("ai-edge-litert"))}
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def _replace_folder(staging: Path, out_dir: Path) -> None:
+    """Moves the finished bundle into place; an old bundle is swapped out first and removed only afterwards."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

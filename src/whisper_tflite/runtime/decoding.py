@@ -1,0 +1,150 @@
+"""Decoding one 30 s window: Whisper's logit filters, greedy search or sampling, language detection.
+
+Follows openai/whisper `decoding.py`; works on any `Stepper` (the TFLite bundle, or the reference model), so
+the same algorithm can be held against the reference.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..tokens import WhisperTokenizer
+
+MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1.0 s
+
+
+class Stepper(Protocol):
+    n_ctx: int
+
+    def begin(self, window: np.ndarray) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def step(self, token: int) -> np.ndarray: ...
+
+
+@dataclass
+class DecodingResult:
+    tokens: list[int]  # sampled tokens, without the prompt and the final end-of-text
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float = field(init=False)
+
+    def __post_init__(self):
+        self.compression_ratio = compression_ratio(self.text)
+
+
+def compression_ratio(text: str) -> float:
+    """How much zlib shrinks the text: repetition loops compress far better than speech."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class LogitFilter:
+    """Whisper's rules on the next-token logits: suppressed tokens, blank start, timestamp grammar."""
+
+    def __init__(self, tokenizer: WhisperTokenizer, suppress: list[int], begin_suppress: list[int],
+                 timestamps: bool, n_vocab: int):
+        self.special = tokenizer.special
+        self.suppress = np.asarray(sorted(set(suppress)), dtype=np.int64)
+        self.begin_suppress = np.asarray(sorted(set(begin_suppress)), dtype=np.int64)
+        self.timestamps = timestamps
+        self.n_vocab = n_vocab
+
+    def __call__(self, logits: np.ndarray, sampled: list[int]) -> np.ndarray:
+        logits = logits.astype(np.float64, copy=True)
+        if not sampled:
+            logits[self.begin_suppress] = -np.inf
+        logits[self.suppress] = -np.inf
+        if self.timestamps:
+            self._timestamp_rules(logits, sampled)
+        return logits
+
+    def _timestamp_rules(self, logits: np.ndarray, sampled: list[int]) -> None:
+        begin, eot = self.special.timestamp_begin, self.special.eot
+        logits[self.special.no_timestamps] = -np.inf
+        last_was_timestamp = len(sampled) >= 1 and sampled[-1] >= begin
+        penultimate_was_timestamp = len(sampled) < 2 or sampled[-2] >= begin
+        if last_was_timestamp:
+            if penultimate_was_timestamp:  # a pair is closed: text must follow
+                logits[begin:] = -np.inf
+            else:  # an open timestamp must be closed (or the text ended)
+                logits[:eot] = -np.inf
+        stamps = [t for t in sampled if t >= begin]
+        if stamps:
+            # Timestamps never decrease, and a segment has a nonzero length.
+            last = stamps[-1] if last_was_timestamp and not penultimate_was_timestamp else stamps[-1] + 1
+            logits[begin:last] = -np.inf
+        if not sampled:
+            logits[:begin] = -np.inf  # a window starts with a timestamp
+            logits[begin + MAX_INITIAL_TIMESTAMP_INDEX + 1 :] = -np.inf
+        logprobs = log_softmax(logits)
+        timestamp_logprob = np.logaddexp.reduce(logprobs[begin:])
+        if timestamp_logprob > logprobs[:begin].max():
+            logits[:begin] = -np.inf  # timestamps together outweigh any text token: take one
+
+
+def detect_language(stepper: Stepper, tokenizer: WhisperTokenizer, allowed: list[str]) -> tuple[str, float]:
+    """Language with the highest probability at the first step after start-of-transcript (on the begun window)."""
+    stepper.reset()
+    logits = stepper.step(tokenizer.special.sot).astype(np.float64)
+    ids = np.asarray([tokenizer.special.languages[code] for code in allowed])
+    probs = np.exp(log_softmax(logits[ids]))
+    best = int(probs.argmax())
+    return allowed[best], float(probs[best])
+
+
+def decode_window(
+    stepper: Stepper,
+    tokenizer: WhisperTokenizer,
+    logit_filter: LogitFilter,
+    prompt: list[int],
+    temperature: float = 0.0,
+    rng: np.random.Generator | None = None,
+    sample_len: int | None = None,
+) -> DecodingResult:
+    """Decodes the begun window after `prompt` (previous text and start-of-transcript sequence)."""
+    special = tokenizer.special
+    stepper.reset()
+    sot_index = prompt.index(special.sot)
+    no_speech_prob = 0.0
+    for i, token in enumerate(prompt):
+        logits = stepper.step(token)
+        if i == sot_index:
+            no_speech_prob = float(np.exp(log_softmax(logits.astype(np.float64))[special.no_speech]))
+    sample_len = sample_len or stepper.n_ctx // 2
+    sampled: list[int] = []
+    sum_logprob = 0.0
+    while True:
+        filtered = logit_filter(logits, sampled)
+        logprobs = log_softmax(filtered)
+        if temperature == 0.0:
+            token = int(np.argmax(filtered))
+        else:
+            probs = np.exp(log_softmax(filtered / temperature))
+            token = int(rng.choice(len(probs), p=probs / probs.sum()))
+        sum_logprob += float(logprobs[token])
+        if token == special.eot:
+            break
+        sampled.append(token)
+        if len(sampled) >= sample_len or len(prompt) + len(sampled) >= stepper.n_ctx:
+            break
+        logits = stepper.step(token)
+    return DecodingResult(
+        tokens=sampled,
+        text=tokenizer.decode(sampled),
+        avg_logprob=sum_logprob / (len(sampled) + 1),
+        no_speech_prob=no_speech_prob,
+        temperature=temperature,
+    )
