@@ -89,3 +89,51 @@ def base_reference(base, audio_cache):
 @pytest.fixture(scope="session")
 def base_clips(clips):
     return [c for c in clips if c.language in BASE_LANGUAGES]
+
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE_CACHE = REPO / ".cache" / "bundles"
+
+
+def _code_version() -> str:
+    """Changes whenever anything that shapes a converted model changes: the package's source and pins."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "src" / "whisper_tflite").rglob("*.py")):
+        digest.update(path.relative_to(REPO).as_posix().encode())
+        digest.update(path.read_bytes())
+    digest.update((REPO / "pyproject.toml").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def bundle_for():
+    """Converts (source, quantize) once, into an on-disk cache keyed by the code version; stale entries go."""
+    import shutil
+
+    from whisper_tflite.conversion import convert
+
+    version = _code_version()
+    if BUNDLE_CACHE.is_dir():
+        for stale in BUNDLE_CACHE.iterdir():
+            if not stale.name.endswith(version):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def get(source: str, quantize: str | None = "none") -> Path:
+        path = BUNDLE_CACHE / f"{source}-{quantize or 'default'}-{version}"
+        if not (path / "manifest.json").is_file():
+            convert(source, path, quantize=quantize, force=True, progress=False)
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(bundle_for):
+    return bundle_for("tiny.en", "none")
+
+
+@pytest.fixture(scope="session")
+def base_bundle(bundle_for):
+    return bundle_for("base", "none")

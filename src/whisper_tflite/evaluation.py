@@ -9,6 +9,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 CER_LANGUAGES = {"ja", "zh", "ko"}  # no spaces between words: score characters
 
 
@@ -52,3 +54,21 @@ def error_rate(references: list[str], hypotheses: list[str], language: str) -> f
     if language in CER_LANGUAGES:
         return jiwer.cer([r.replace(" ", "") for r in refs], [h.replace(" ", "") for h in hyps])
     return jiwer.wer(refs, hyps)
+
+
+def approximate_log_mel_nfft512(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
+    """The log-mel others ship for TFLite: `tf.signal.stft` with a power-of-two 512-point FFT instead of
+    Whisper's 400. Kept only to show its error beside the exact graph; needs TensorFlow and transformers."""
+    import tensorflow as tf
+    from transformers.audio_utils import mel_filter_bank
+
+    from .audio import HOP_LENGTH, N_FRAMES, N_SAMPLES
+
+    pcm = tf.constant(audio[:N_SAMPLES], tf.float32)
+    stft = tf.signal.stft(pcm, frame_length=512, frame_step=HOP_LENGTH, fft_length=512, pad_end=True)
+    power = tf.abs(stft[:N_FRAMES]) ** 2
+    filters = mel_filter_bank(num_frequency_bins=257, num_mel_filters=n_mels, min_frequency=0.0,
+                              max_frequency=8000.0, sampling_rate=16000, norm="slaney", mel_scale="slaney")
+    log_spec = tf.math.log(tf.maximum(tf.matmul(power, filters.astype(np.float32)), 1e-10)) / np.log(10.0)
+    log_spec = tf.maximum(log_spec, tf.reduce_max(log_spec) - 8.0)
+    return ((log_spec + 4.0) / 4.0).numpy().T[np.newaxis]

@@ -57,3 +57,45 @@ def reference_logits(checkpoint: WhisperCheckpoint, features: np.ndarray, tokens
     """Raw next-token logits [len(tokens), vocab] with `tokens` teacher-forced: row i predicts token i+1."""
     output = checkpoint.model(input_features=features, decoder_input_ids=np.asarray([tokens], dtype=np.int32))
     return np.asarray(output.logits)[0]
+
+
+class ReferenceStepper:
+    """The reference model behind the runtime's `Stepper` interface, so the runtime's long-form algorithm can
+    be run on the reference and the two compared on the same audio."""
+
+    def __init__(self, checkpoint: WhisperCheckpoint):
+        self.checkpoint = checkpoint
+        self.n_ctx = checkpoint.model.config.max_target_positions
+        self.encoder_output = None
+        self.past = None
+
+    def begin(self, window: np.ndarray) -> None:
+        features = reference_features(self.checkpoint, window)
+        self.encoder_output = self.checkpoint.model.model.encoder(features).last_hidden_state
+        self.reset()
+
+    def reset(self) -> None:
+        self.past = None
+
+    def step(self, token: int) -> np.ndarray:
+        output = self.checkpoint.model(
+            None,  # input_features: the encoder output is given instead
+            encoder_outputs=(self.encoder_output,),
+            decoder_input_ids=np.array([[token]], dtype=np.int32),
+            past_key_values=self.past,
+            use_cache=True,
+        )
+        self.past = output.past_key_values
+        return np.asarray(output.logits)[0, -1]
+
+
+def reference_long_form(checkpoint: WhisperCheckpoint, audio: np.ndarray, language: str | None = None,
+                        task: str = "transcribe"):
+    """The runtime's long-form algorithm (windows, timestamps, fallback) run on the reference model."""
+    from .runtime.transcriber import LongFormDecoder
+    from .tokens import WhisperTokenizer
+
+    tokenizer = WhisperTokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
+    decoder = LongFormDecoder(ReferenceStepper(checkpoint), tokenizer, checkpoint.suppress_tokens,
+                              checkpoint.begin_suppress_tokens, checkpoint.model.config.vocab_size)
+    return decoder.transcribe(audio, language, task)

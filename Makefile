@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` (set up, convert tiny.en, transcribe a sample) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := ../shared/audio/en_jfk_whisper-cpp.wav
+BUNDLE := bundles/tiny.en
+
+.PHONY: demo test bench clean
+
+$(BIN)/whisper-tflite: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+$(BUNDLE)/manifest.json: $(BIN)/whisper-tflite
+	$(BIN)/whisper-tflite convert tiny.en --out $(BUNDLE) --force
+
+demo: $(BUNDLE)/manifest.json
+	$(BIN)/whisper-tflite transcribe $(SAMPLE) --model $(BUNDLE)
+
+test: $(BIN)/whisper-tflite
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/whisper-tflite
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) bundles .cache

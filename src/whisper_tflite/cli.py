@@ -1,0 +1,140 @@
+"""whisper-tflite convert | transcribe.
+
+Errors end in one line on stderr and an exit code: 2 for a usage or input problem, 1 for an internal one.
+`transcribe` never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import AudioError, BundleError, ConversionError, SourceError, WhisperTfliteError
+
+QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="whisper-tflite", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="convert a Whisper checkpoint into a TFLite bundle")
+    convert.add_argument("model", nargs="?", default="tiny.en",
+                         help="bundled name (tiny.en, base), CTranslate2 folder, HF folder or hub id [tiny.en]")
+    convert.add_argument("--out", type=Path, help="bundle folder to write [bundles/MODEL]")
+    convert.add_argument("--quantize", choices=QUANTIZE_CHOICES,
+                         help="one quantization for every model [default: per-component policy, see README]")
+    convert.add_argument("--models", default="features,encoder,decoder_step",
+                         help="comma-separated roles to build [features,encoder,decoder_step]")
+    convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    transcribe = commands.add_parser("transcribe", help="transcribe audio files with a bundle")
+    transcribe.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    transcribe.add_argument("--model", type=Path, default=Path("bundles/tiny.en"),
+                            help="bundle folder written by convert [bundles/tiny.en]")
+    transcribe.add_argument("--language", default="auto", help="language code, or auto to detect [auto]")
+    transcribe.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    transcribe.add_argument("--format", choices=("txt", "srt", "vtt", "json", "tsv"), default="txt")
+    transcribe.add_argument("--output-dir", type=Path, help="write FILE.<format> there instead of stdout")
+    transcribe.add_argument("--threads", type=int, help="interpreter threads [min(4, cores)]")
+    transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"whisper-tflite: error: {message}", file=sys.stderr)
+    return code
+
+
+def _convert(args) -> int:
+    from .conversion import convert
+
+    name = Path(args.model).name or "model"
+    out = args.out or Path("bundles") / name
+    roles = tuple(r.strip() for r in args.models.split(",") if r.strip())
+    path = convert(args.model, out, quantize=args.quantize, models=roles, force=args.force,
+                   progress=not args.quiet)
+    print(path)
+    return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
+def _transcribe(args) -> int:
+    from tqdm import tqdm
+
+    from .audio import N_FRAMES
+    from .runtime import Transcriber
+    from .runtime.formats import render
+
+    if args.threads is not None and args.threads < 1:
+        return _fail("--threads must be at least 1", EXIT_USAGE)
+    transcriber = Transcriber(args.model, threads=args.threads)
+    language = None if args.language == "auto" else args.language
+    if language is not None and language not in transcriber.languages:
+        return _fail(f"unknown language {language!r} for this model (known: {', '.join(transcriber.languages)})",
+                     EXIT_USAGE)
+    if args.task == "translate" and not transcriber.multilingual:
+        return _fail(f"{args.model} is an English-only model: it cannot translate", EXIT_USAGE)
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    show = not args.quiet and len(args.files) > 1
+    for file in tqdm(args.files, desc="files", unit="file", disable=not show, file=sys.stderr):
+        bars = []
+
+        def progress(advance, total, name=file.name):
+            """A bar per file, only for audio longer than one 30 s window."""
+            if not bars and not args.quiet and total > N_FRAMES:
+                bars.append(tqdm(total=total, desc=name, unit="frame", leave=False, file=sys.stderr))
+            for bar in bars:
+                bar.update(advance)
+
+        try:
+            result = transcriber.transcribe(file, language=language, task=args.task, progress=progress)
+        except AudioError as e:
+            print(f"whisper-tflite: error: {e}", file=sys.stderr)
+            failed.append(str(file))
+            continue
+        finally:
+            for bar in bars:
+                bar.close()
+        text = render(result, args.format, file=str(file))
+        if args.output_dir is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            _write_atomic(args.output_dir / f"{file.stem}.{args.format}", text)
+    if failed:
+        ok = len(args.files) - len(failed)
+        print(f"whisper-tflite: {ok} of {len(args.files)} files transcribed; failed: {', '.join(failed)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _convert(args) if args.command == "convert" else _transcribe(args)
+    except (SourceError, AudioError, BundleError, ConversionError) as e:
+        return _fail(str(e), EXIT_USAGE if not isinstance(e, ConversionError) else EXIT_INTERNAL)
+    except WhisperTfliteError as e:
+        return _fail(str(e), EXIT_INTERNAL)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
