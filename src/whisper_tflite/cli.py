@@ -27,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("model", nargs="?", default="tiny.en",
                          help="bundled name (tiny.en, base), CTranslate2 folder, HF folder or hub id [tiny.en]")
     convert.add_argument("--out", type=Path, help="bundle folder to write [bundles/MODEL]")
-    convert.add_argument("--quantize", choices=QUANTIZE_CHOICES,
-                         help="one quantization for every model [default: per-component policy, see README]")
+    convert.add_argument("--quantize", type=_quantize_option, metavar="|".join(QUANTIZE_CHOICES),
+                         help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
+                              "[default: the per-component policy in the README]")
     convert.add_argument("--models", default="features,encoder,decoder_step",
                          help="comma-separated roles to build [features,encoder,decoder_step]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
@@ -45,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--threads", type=int, help="interpreter threads [min(4, cores)]")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _quantize_option(text: str) -> str | dict[str, str]:
+    if "=" not in text:
+        if text not in QUANTIZE_CHOICES:
+            raise argparse.ArgumentTypeError(f"choose one of {', '.join(QUANTIZE_CHOICES)}, or ROLE=VALUE pairs")
+        return text
+    plan = {}
+    for pair in text.split(","):
+        role, _, value = pair.partition("=")
+        if value not in QUANTIZE_CHOICES:
+            raise argparse.ArgumentTypeError(f"{pair!r}: choose one of {', '.join(QUANTIZE_CHOICES)} for {role}")
+        plan[role.strip()] = value
+    return plan
 
 
 def _fail(message: str, code: int) -> int:

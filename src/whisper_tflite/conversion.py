@@ -74,12 +74,20 @@ DEFAULT_POLICY = {"features": "none", "encoder": "fp16", "decoder_step": "dynami
 DEFAULT_MODELS = ("features", "encoder", "decoder_step")
 
 
-def quantization_plan(quantize: str | None, roles: tuple[str, ...]) -> dict[str, str]:
-    if quantize is None:
-        return {role: DEFAULT_POLICY.get(role, "none") for role in roles}
-    if quantize not in QUANTIZATIONS:
-        raise ConversionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
-    return {role: "none" if role == "features" else quantize for role in roles}
+def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, ...]) -> dict[str, str]:
+    """Per-role quantization: None -> the default policy; a string -> that for every model but the features
+    graph; a dict -> per role, the default policy for roles it does not name."""
+    if isinstance(quantize, dict) and set(quantize) - set(roles):
+        raise ConversionError(f"quantization given for {', '.join(sorted(set(quantize) - set(roles)))}, "
+                              f"which is not among the models converted ({', '.join(roles)})")
+    if quantize is None or isinstance(quantize, dict):
+        chosen = {role: DEFAULT_POLICY.get(role, "none") for role in roles} | dict(quantize or {})
+    else:
+        chosen = {role: "none" if role == "features" else quantize for role in roles}
+    for role, value in chosen.items():
+        if value not in QUANTIZATIONS:
+            raise ConversionError(f"unknown quantization {value!r} for {role}: choose one of {', '.join(QUANTIZATIONS)}")
+    return {role: chosen[role] for role in roles}
 
 
 def build_module(role: str, checkpoint):
@@ -109,15 +117,15 @@ def io_specs(model: bytes) -> dict[str, list[dict]]:
 def convert(
     source: str = "tiny.en",
     out_dir: str | Path = "bundles/tiny.en",
-    quantize: str | None = None,
+    quantize: str | dict[str, str] | None = None,
     models: tuple[str, ...] = DEFAULT_MODELS,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
     """Converts a Whisper checkpoint into a bundle folder, atomically: a temporary folder renamed at the end.
 
-    `quantize` None applies the default per-component policy; otherwise "none", "fp16" or "dynamic-int8" for
-    every model but the features graph.
+    `quantize`: None for the default per-component policy; "none", "fp16" or "dynamic-int8" for every model
+    but the features graph; or a dict such as {"encoder": "fp16", "decoder_step": "dynamic-int8"}.
     """
     from tqdm import tqdm
 

@@ -1,0 +1,110 @@
+"""Bundles: file-level guarantees, token parity with the reference, quantization, the prompt in one call."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from tensorflow.lite.tools import flatbuffer_utils
+
+from whisper_tflite.bundle import sha256_of
+from whisper_tflite.evaluation import error_rate
+from whisper_tflite.runtime import Transcriber
+
+from .parity import assert_parity, bundle_greedy_tokens
+
+FLOAT_TYPES = {0: np.float32, 1: np.float16}
+
+
+def _check_model_file(path):
+    interpreter = Interpreter(model_path=str(path))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert ops and not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), (path.name, ops)
+    for details in (interpreter.get_input_details(), interpreter.get_output_details()):
+        for d in details:
+            assert all(int(n) > 0 for n in d["shape_signature"]), (path.name, d["name"], d["shape_signature"])
+    model = flatbuffer_utils.read_model(str(path))
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            data = model.buffers[tensor.buffer].data
+            if data is not None and tensor.type in FLOAT_TYPES:
+                values = np.asarray(data, dtype=np.uint8).view(FLOAT_TYPES[tensor.type])
+                assert np.isfinite(values).all(), (path.name, tensor.name)
+
+
+@pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic-int8", None])
+def test_bundle_files_are_builtin_static_and_finite(bundle_for, quantize):
+    folder = bundle_for("tiny.en", quantize)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["models"]) == {"features", "encoder", "decoder_step"}
+    for role, entry in manifest["models"].items():
+        path = folder / entry["file"]
+        assert sha256_of(path) == entry["sha256"]
+        _check_model_file(path)
+        runner = Interpreter(model_path=str(path)).get_signature_runner()
+        listed = {spec["name"]: spec["shape"] for spec in entry["inputs"]}
+        assert listed == {n: list(d["shape"]) for n, d in runner.get_input_details().items()}
+    assert manifest["special_tokens"]["eot"] == 50256 and manifest["dims"]["n_mels"] == 80
+    assert manifest["tools"]["tensorflow"] == "2.21.0"
+
+
+def test_tiny_en_decoder_step_matches_reference(tiny_en, tiny_bundle, english_clips, audio_cache, tiny_en_reference):
+    transcriber = Transcriber(tiny_bundle)
+    pairs = []
+    for clip in english_clips:
+        features, reference = tiny_en_reference(clip)
+        ours = bundle_greedy_tokens(transcriber, audio_cache(clip), "en")
+        pairs.append((clip.name, ours, reference.tokens, features, 2))
+    assert_parity(pairs, tiny_en)
+
+
+@pytest.mark.slow
+def test_base_decoder_step_matches_reference_with_forced_languages(base, base_bundle, base_clips, audio_cache,
+                                                                    base_reference):
+    transcriber = Transcriber(base_bundle)
+    pairs = []
+    for clip in base_clips:
+        features, reference = base_reference(clip, clip.language)
+        ours = bundle_greedy_tokens(transcriber, audio_cache(clip), clip.language)
+        pairs.append((f"{clip.name} [{clip.language}]", ours, reference.tokens, features, 4))
+    assert {c.language for c in base_clips} == {"en", "de", "fr", "es", "it", "pt", "ar"}
+    assert_parity(pairs, base)
+
+
+def _english_dev_wer(bundle, clips, audio_cache):
+    transcriber = Transcriber(bundle)
+    hyps = [transcriber.transcribe(audio_cache(c)).text for c in clips]
+    return error_rate([c.reference for c in clips], hyps, "en")
+
+
+def test_quantized_bundles_keep_wer(bundle_for, tiny_bundle, english_clips, audio_cache):
+    dev = [c for c in english_clips if c.reference and c.duration <= 30]
+    fp32 = _english_dev_wer(tiny_bundle, dev, audio_cache)
+    print(f"\ntiny.en fp32 bundle WER {fp32:.2%}")
+    for quantize in ("fp16", "dynamic-int8", None):
+        wer = _english_dev_wer(bundle_for("tiny.en", quantize), dev, audio_cache)
+        print(f"tiny.en {quantize or 'default policy'} bundle WER {wer:.2%}")
+        assert wer <= fp32 + 0.01, quantize
+
+
+def test_prompt_in_one_call_equals_step_by_step(tiny_en, tiny_en_reference, english_clips):
+    """DecoderStep takes several tokens at once (a static n_tokens) or one at a time, with the same logits."""
+    from whisper_tflite.graphs.decoder import DecoderStep
+    from whisper_tflite.graphs.encoder import Encoder
+
+    features, reference = tiny_en_reference(english_clips[0])
+    cross = {k: v for k, v in Encoder.from_checkpoint(tiny_en)(log_mel=features).items() if k.startswith("cross")}
+    tokens = reference.tokens[:4]
+    whole = DecoderStep.from_checkpoint(tiny_en, n_tokens=len(tokens))
+    single = DecoderStep.from_checkpoint(tiny_en)
+    empty = {f"self_{kv}_{i}": np.zeros(whole.cache_shape, np.float32) for i in range(whole.layers) for kv in "kv"}
+    at_once = whole(tokens=[tokens], offset=[0], **empty, **cross)
+    caches = dict(empty)
+    for position, token in enumerate(tokens):
+        out = single(tokens=[[token]], offset=[position], **caches, **cross)
+        caches = {name: out[name] for name in empty}
+        np.testing.assert_allclose(out["logits"][0, 0], at_once["logits"][0, position], atol=1e-3)
+    for name in empty:
+        np.testing.assert_allclose(caches[name], at_once[name], atol=1e-4)
