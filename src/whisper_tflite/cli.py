@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import AudioError, BundleError, ConversionError, SourceError, WhisperTfliteError
+from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
 EXIT_INTERNAL = 1
@@ -97,11 +97,7 @@ def _transcribe(args) -> int:
         return _fail("--threads must be at least 1", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)
     language = None if args.language == "auto" else args.language
-    if language is not None and language not in transcriber.languages:
-        return _fail(f"unknown language {language!r} for this model (known: {', '.join(transcriber.languages)})",
-                     EXIT_USAGE)
-    if args.task == "translate" and not transcriber.multilingual:
-        return _fail(f"{args.model} is an English-only model: it cannot translate", EXIT_USAGE)
+    transcriber.check_request(language, args.task)  # before any file, not once per file
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
@@ -143,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _convert(args) if args.command == "convert" else _transcribe(args)
-    except (SourceError, AudioError, BundleError, ConversionError) as e:
-        return _fail(str(e), EXIT_USAGE if not isinstance(e, ConversionError) else EXIT_INTERNAL)
-    except WhisperTfliteError as e:
+    except (SourceError, AudioError, BundleError, UsageError) as e:
+        return _fail(str(e), EXIT_USAGE)
+    except WhisperTfliteError as e:  # a conversion that failed inside the converter
         return _fail(str(e), EXIT_INTERNAL)
+    except OSError as e:  # the file system: a full disk, a folder we may not write
+        return _fail(f"{e.filename or ''}: {e.strerror or e}", EXIT_INTERNAL)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 

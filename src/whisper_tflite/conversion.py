@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
-from .errors import ConversionError
+from .errors import ConversionError, UsageError
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
 
@@ -20,7 +20,7 @@ QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
 def to_tflite(module, quantize: str = "none") -> bytes:
     """Converts a `GraphModule` with builtin ops only, then refuses the result if it breaks a runtime rule."""
     if quantize not in QUANTIZATIONS:
-        raise ConversionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+        raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serving_function()], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "fp16":
@@ -78,7 +78,7 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
     """Per-role quantization: None -> the default policy; a string -> that for every model but the features
     graph; a dict -> per role, the default policy for roles it does not name."""
     if isinstance(quantize, dict) and set(quantize) - set(roles):
-        raise ConversionError(f"quantization given for {', '.join(sorted(set(quantize) - set(roles)))}, "
+        raise UsageError(f"quantization given for {', '.join(sorted(set(quantize) - set(roles)))}, "
                               f"which is not among the models converted ({', '.join(roles)})")
     if quantize is None or isinstance(quantize, dict):
         chosen = {role: DEFAULT_POLICY.get(role, "none") for role in roles} | dict(quantize or {})
@@ -86,7 +86,7 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
         chosen = {role: "none" if role == "features" else quantize for role in roles}
     for role, value in chosen.items():
         if value not in QUANTIZATIONS:
-            raise ConversionError(f"unknown quantization {value!r} for {role}: choose one of {', '.join(QUANTIZATIONS)}")
+            raise UsageError(f"unknown quantization {value!r} for {role}: choose one of {', '.join(QUANTIZATIONS)}")
     return {role: chosen[role] for role in roles}
 
 
@@ -97,7 +97,7 @@ def build_module(role: str, checkpoint):
 
     builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep}
     if role not in builders:
-        raise ConversionError(f"unknown model role {role!r}: choose from {', '.join(builders)}")
+        raise UsageError(f"unknown model role {role!r}: choose from {', '.join(builders)}")
     return builders[role].from_checkpoint(checkpoint)
 
 
@@ -134,12 +134,12 @@ def convert(
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
-        raise ConversionError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
+        raise UsageError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
     roles = tuple(dict.fromkeys(models))
     plan = quantization_plan(quantize, roles)
     for role in roles:
         if role not in ("features", "encoder", "decoder_step"):
-            raise ConversionError(f"unknown model role {role!r}: choose from features, encoder, decoder_step")
+            raise UsageError(f"unknown model role {role!r}: choose from features, encoder, decoder_step")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     umask = os.umask(0)

@@ -19,3 +19,7 @@ class BundleError(WhisperTfliteError):
 
 class ConversionError(WhisperTfliteError):
     """A model cannot be converted to a valid TFLite file."""
+
+
+class UsageError(WhisperTfliteError):
+    """A request that cannot be carried out as given: an existing output folder, an unknown option value."""

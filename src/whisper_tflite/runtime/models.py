@@ -13,15 +13,23 @@ from ..errors import BundleError
 class LiteRtModel:
     """One .tflite file's serving signature. Inputs persist between calls, so unchanged ones are set once."""
 
-    def __init__(self, path, threads: int | None):
+    def __init__(self, bundle: Bundle, role: str, threads: int | None):
+        path = bundle.path(role)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
             runner = self.interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{path} is not a loadable TFLite model ({e}); convert the bundle again") from None
-        self.inputs = {name: d["index"] for name, d in runner.get_input_details().items()}
-        self.outputs = {name: d["index"] for name, d in runner.get_output_details().items()}
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        self.inputs = {name: d["index"] for name, d in inputs.items()}
+        self.outputs = {name: d["index"] for name, d in outputs.items()}
+        entry = bundle.models[role]
+        for listed, actual in ((entry.get("inputs"), inputs), (entry.get("outputs"), outputs)):
+            expected = {spec["name"]: list(spec["shape"]) for spec in listed or []}
+            if expected != {name: [int(n) for n in d["shape"]] for name, d in actual.items()}:
+                raise BundleError(f"{path} does not have the inputs and outputs its manifest lists "
+                                  "(a model from another bundle?); convert the bundle again")
 
     def set(self, **arrays: np.ndarray) -> None:
         for name, array in arrays.items():
@@ -35,7 +43,6 @@ class LiteRtModel:
         """A copy of an output (the interpreter reuses its buffers at the next call)."""
         return self.interpreter.get_tensor(self.outputs[name])
 
-
 class TfliteStepper:
     """Runs a bundle's features, encoder and decoder_step for one 30 s window at a time.
 
@@ -44,15 +51,12 @@ class TfliteStepper:
     """
 
     def __init__(self, bundle: Bundle, threads: int | None):
-        self.features = LiteRtModel(bundle.path("features"), threads)
-        self.encoder = LiteRtModel(bundle.path("encoder"), threads)
-        self.decoder = LiteRtModel(bundle.path("decoder_step"), threads)
+        self.features = LiteRtModel(bundle, "features", threads)
+        self.encoder = LiteRtModel(bundle, "encoder", threads)
+        self.decoder = LiteRtModel(bundle, "decoder_step", threads)
         self.layers = bundle.manifest["dims"]["decoder_layers"]
         self.n_ctx = bundle.manifest["dims"]["n_text_ctx"]
         self.cache_names = [f"self_{kv}_{i}" for i in range(self.layers) for kv in "kv"]
-        if set(self.decoder.inputs) != {"tokens", "offset", *self.cache_names,
-                                        *(f"cross_{kv}_{i}" for i in range(self.layers) for kv in "kv")}:
-            raise BundleError(f"{bundle.path('decoder_step')} does not match the bundle's manifest; convert again")
         shapes = {d["index"]: tuple(d["shape"]) for d in self.decoder.interpreter.get_input_details()}
         self._zero_caches = {name: np.zeros(shapes[self.decoder.inputs[name]], np.float32)
                              for name in self.cache_names}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio
 from ..bundle import TOKENIZER, Bundle
-from ..errors import AudioError
+from ..errors import AudioError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import DecodingResult, LogitFilter, Stepper, decode_window, detect_language
 
@@ -23,6 +23,8 @@ TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
+# A window quieter than -80 dBFS RMS holds no speech; decoding it anyway makes Whisper invent " you".
+SILENCE_RMS = 1e-4
 MAX_PROMPT_TOKENS = 223  # openai's n_text_ctx // 2 - 1: previous text kept as context
 FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (0.02 s)
 
@@ -89,6 +91,11 @@ class LongFormDecoder:
             time_offset = seek * HOP_LENGTH / SAMPLE_RATE
             window = audio[seek * HOP_LENGTH : seek * HOP_LENGTH + N_SAMPLES]
             segment_frames = min(N_FRAMES, content_frames - seek)
+            if _rms(window[: segment_frames * HOP_LENGTH]) < SILENCE_RMS:
+                seek += segment_frames
+                if progress is not None:
+                    progress(segment_frames, content_frames)
+                continue
             self.stepper.begin(window)
             previous = all_tokens[prompt_reset_since:][-MAX_PROMPT_TOKENS:]
             prompt = ([tokenizer.special.sot_prev] + previous if previous else []) + start_sequence
@@ -167,6 +174,10 @@ class LongFormDecoder:
         )
 
 
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+
+
 class Transcriber:
     """Transcribes audio with a converted bundle, on the LiteRT interpreter alone (no TensorFlow)."""
 
@@ -186,16 +197,20 @@ class Transcriber:
     def languages(self) -> list[str]:
         return self.tokenizer.languages
 
+    def check_request(self, language: str | None, task: str) -> None:
+        """Refuses a language the model does not know, or translation with an English-only model."""
+        if task not in ("transcribe", "translate"):
+            raise UsageError(f"unknown task {task!r}: choose transcribe or translate")
+        if language is not None and language not in self.languages:
+            raise UsageError(f"unknown language {language!r} for this model (known: {', '.join(self.languages)})")
+        if task == "translate" and not self.multilingual:
+            raise UsageError(f"{self.bundle.folder} is an English-only model: it cannot translate")
+
     def transcribe(self, audio: str | Path | np.ndarray, language: str | None = None, task: str = "transcribe",
                    sample_rate: int | None = None, condition_on_previous_text: bool = True,
                    progress=None) -> TranscriptionResult:
         """Text, language and timed segments of a file or an array (any length; arrays at `sample_rate`)."""
-        if task not in ("transcribe", "translate"):
-            raise ValueError(f"unknown task {task!r}: choose transcribe or translate")
-        if language is not None and language not in self.languages:
-            raise ValueError(f"unknown language {language!r} for this model; known: {', '.join(self.languages)}")
-        if task == "translate" and not self.multilingual:
-            raise ValueError("this model is English-only: it cannot translate")
+        self.check_request(language, task)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{audio if not isinstance(audio, np.ndarray) else 'array'}: shorter than 10 ms")

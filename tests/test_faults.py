@@ -1,0 +1,240 @@
+"""Bad input, broken bundles, interrupted conversions: one clear line and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from whisper_tflite.audio import load_audio
+from whisper_tflite.bundle import Bundle, sha256_of, validate_manifest
+from whisper_tflite.errors import AudioError, BundleError
+
+CLI = Path(sys.executable).with_name("whisper-tflite")
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def error_lines(done):
+    return [line for line in done.stderr.splitlines() if line.startswith("whisper-tflite")]
+
+
+@pytest.fixture(scope="module")
+def bad_audio(tmp_path_factory, clips):
+    folder = tmp_path_factory.mktemp("bad-audio")
+    wav = next(c for c in clips if c.name == "en_jfk_whisper-cpp.wav").path
+    flac = next(c for c in clips if c.name == "en_jfk_openai-whisper.flac").path
+    (folder / "empty.wav").write_bytes(b"")
+    soundfile.write(folder / "zero-length.wav", np.zeros(0, np.int16), 16000)
+    (folder / "not-audio.wav").write_bytes(b"this is a text file, not a RIFF header\n" * 100)
+    (folder / "truncated.wav").write_bytes(wav.read_bytes()[: wav.stat().st_size // 2])
+    (folder / "truncated.flac").write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
+    nan = np.zeros(16000, np.float32)
+    nan[100] = np.nan
+    soundfile.write(folder / "nan.wav", nan, 16000, subtype="FLOAT")
+    inf = np.zeros(16000, np.float32)
+    inf[5] = np.inf
+    soundfile.write(folder / "inf.wav", inf, 16000, subtype="FLOAT")
+    soundfile.write(folder / "rate-1hz.wav", np.zeros(10, np.int16), 1)
+    soundfile.write(folder / "rate-1mhz.wav", np.zeros(10000, np.int16), 1_000_000)
+    (folder / "a-folder.wav").mkdir()
+    return folder
+
+
+BAD_FILES = {
+    "missing.wav": "no such file",
+    "a-folder.wav": "is a folder",
+    "empty.wav": "the file is empty",
+    "zero-length.wav": "holds no samples",
+    "not-audio.wav": "cannot decode audio",
+    "truncated.wav": "truncated WAV",
+    "truncated.flac": "cannot decode audio",
+    "nan.wav": "NaN or infinite",
+    "inf.wav": "NaN or infinite",
+    "rate-1hz.wav": "sample rate 1 Hz",
+    "rate-1mhz.wav": "sample rate 1000000 Hz",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_audio_is_one_line_and_exit_2(name, bad_audio, tiny_bundle):
+    done = run_cli("transcribe", bad_audio / name, "--model", tiny_bundle, "--quiet")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = error_lines(done)
+    assert len(lines) == 2 and name in lines[0] and BAD_FILES[name] in lines[0], done.stderr
+    assert done.stdout == ""
+
+
+def test_good_files_still_transcribed_beside_bad_ones(bad_audio, tiny_bundle, english_clips):
+    good = english_clips[1].path
+    done = run_cli("transcribe", bad_audio / "not-audio.wav", good, bad_audio / "missing.wav",
+                   "--model", tiny_bundle, "--quiet")
+    assert done.returncode == 2
+    assert "ask not what your country" in done.stdout.lower()
+    summary = error_lines(done)[-1]
+    assert "1 of 3 files transcribed" in summary and "not-audio.wav" in summary and "missing.wav" in summary
+
+
+def test_silence_gives_empty_text(tmp_path, tiny_bundle):
+    soundfile.write(tmp_path / "silence.wav", np.zeros(30 * 16000, np.int16), 16000)
+    done = run_cli("transcribe", tmp_path / "silence.wav", "--model", tiny_bundle, "--format", "json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["text"] == "" and result["segments"] == []
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--language", "xx"], "unknown language 'xx'"),
+    (["--task", "translate"], "is an English-only model: it cannot translate"),
+    (["--threads", "0"], "--threads must be at least 1"),
+])
+def test_bad_options_are_usage_errors(options, message, tiny_bundle, english_clips):
+    done = run_cli("transcribe", english_clips[0].path, "--model", tiny_bundle, *options, "--quiet")
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def _bundle_copy(source: Path, target: Path) -> Path:
+    """A bundle whose .tflite files are links to the cached ones: cheap to break in one place."""
+    target.mkdir()
+    for item in source.iterdir():
+        if item.suffix == ".tflite":
+            (target / item.name).symlink_to(item)
+        else:
+            shutil.copy(item, target / item.name)
+    return target
+
+
+def _edit_manifest(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _missing(folder):
+    (folder / "encoder.tflite").unlink()
+
+
+def _extra(folder):
+    (folder / "old-encoder.tflite").write_bytes(b"x")
+
+
+def _corrupt(folder):
+    target = (folder / "decoder_step.tflite").resolve()
+    (folder / "decoder_step.tflite").unlink()
+    data = bytearray(target.read_bytes()[:4096])
+    (folder / "decoder_step.tflite").write_bytes(bytes(data))
+
+
+def _newer(folder):
+    _edit_manifest(folder, lambda m: m.update(format_version=99))
+
+
+def _foreign(folder):
+    """The features model put in the encoder's place, with a matching sha256: caught by its I/O specs."""
+    (folder / "encoder.tflite").unlink()
+    shutil.copy((folder / "features.tflite").resolve(), folder / "encoder.tflite")
+    _edit_manifest(folder, lambda m: m["models"]["encoder"].update(sha256=sha256_of(folder / "encoder.tflite")))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_missing, "the encoder model encoder.tflite is missing"),
+    (_extra, "holds model files its manifest does not list (old-encoder.tflite)"),
+    (_corrupt, "does not match its sha256"),
+    (_newer, "bundle format 99 is newer than this whisper-tflite reads"),
+    (_foreign, "does not have the inputs and outputs its manifest lists"),
+])
+def test_broken_bundles_are_refused_at_load(damage, message, tiny_bundle, tmp_path, english_clips):
+    folder = _bundle_copy(tiny_bundle, tmp_path / "bundle")
+    damage(folder)
+    done = run_cli("transcribe", english_clips[0].path, "--model", folder, "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr and ("convert" in done.stderr or "upgrade" in done.stderr), done.stderr
+
+
+def test_convert_refuses_existing_folder(tmp_path):
+    (tmp_path / "bundle").mkdir()
+    done = run_cli("convert", "tiny.en", "--out", tmp_path / "bundle", "--quiet")
+    assert done.returncode == 2 and "already exists" in done.stderr and "--force" in done.stderr
+
+
+def test_convert_bad_source_is_one_line(tmp_path):
+    done = run_cli("convert", tmp_path / "nowhere", "--out", tmp_path / "bundle", "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(error_lines(done)) == 1 and "not a bundled model" in done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_convert_leaves_no_bundle(sig, tmp_path):
+    out = tmp_path / "bundle"
+    process = subprocess.Popen([str(CLI), "convert", "tiny.en", "--out", str(out), "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((tmp_path / p.name / "encoder.tflite").exists()
+                                             for p in tmp_path.glob(".bundle.partial-*")):
+        time.sleep(0.2)  # wait until the staging folder holds a finished model: mid-conversion
+    assert process.poll() is None, "conversion ended before it could be interrupted"
+    process.send_signal(sig)
+    process.wait(timeout=60)
+    assert not out.exists()
+    if sig == signal.SIGINT:
+        assert process.returncode == 130
+        assert not list(tmp_path.glob(".bundle.partial-*")), "the staging folder was not cleaned up"
+    else:  # nothing can clean up after SIGKILL: what remains is a hidden, partial staging folder
+        for staging in tmp_path.glob(".bundle.partial-*"):
+            with pytest.raises(BundleError):
+                Bundle.load(staging)
+
+
+def test_convert_twice_is_byte_identical(tiny_bundle, tmp_path):
+    done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--quantize", "none", "--quiet",
+                   timeout=600)
+    assert done.returncode == 0, done.stderr
+    for name in ("features.tflite", "encoder.tflite", "decoder_step.tflite", "tokenizer.json"):
+        assert sha256_of(tmp_path / "again" / name) == sha256_of(tiny_bundle / name), name
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=4096), prefix=st.sampled_from([b"", b"RIFF", b"RIFF\x10\x00\x00\x00WAVEfmt ",
+                                                               b"fLaC", b"OggS", b"ID3"]))
+def test_fuzz_audio_loader_raises_only_audio_errors(data, prefix, tmp_path):
+    path = tmp_path / "fuzz.bin"
+    path.write_bytes(prefix + data)
+    try:
+        samples = load_audio(path)
+    except AudioError:
+        return
+    assert samples.dtype == np.float32 and samples.ndim == 1 and np.isfinite(samples).all()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["format", "format_version", "models", "special_tokens", "languages",
+                                        "suppress_tokens", "begin_suppress_tokens", "dims", "other"]),
+                       json_values, max_size=9))
+def test_fuzz_manifest_reader_raises_only_bundle_errors(manifest):
+    manifest.setdefault("format", "whisper-tflite-bundle")
+    try:
+        validate_manifest(manifest)
+    except BundleError:
+        pass
