@@ -70,7 +70,7 @@ _FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}
 
 # What `convert` does without --quantize, chosen from the measured WER/size/speed table in the README.
 # The features graph always stays float32: quantizing its DFT basis would break the exact mel.
-DEFAULT_POLICY = {"features": "none", "encoder": "fp16", "decoder_step": "dynamic-int8"}
+DEFAULT_POLICY = {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8"}
 DEFAULT_MODELS = ("features", "encoder", "decoder_step")
 
 

@@ -1,0 +1,59 @@
+"""Peak resident memory of `whisper-tflite transcribe` on one hour of speech.
+
+Builds an hour of 16 kHz mono speech from the English clips of ../shared/audio (repeated), transcribes it with
+a bundle in a child process, and prints the child's peak RSS and wall time.
+Run: .venv/bin/python benchmarks/memory.py [BUNDLE]   (default bundles/tiny.en)
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from whisper_tflite.audio import SAMPLE_RATE, load_audio
+from whisper_tflite.evaluation import read_manifest
+
+AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+HOUR = 3600 * SAMPLE_RATE
+
+
+def hour_of_speech(path: Path) -> None:
+    clips = [load_audio(c.path) for c in read_manifest(AUDIO) if c.language == "en"]
+    pause = np.zeros(SAMPLE_RATE // 2, np.float32)
+    with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:
+        written = 0
+        while written < HOUR:
+            for clip in clips:
+                piece = np.concatenate([clip, pause])[: HOUR - written]
+                f.write(piece)
+                written += len(piece)
+                if written >= HOUR:
+                    break
+
+
+def main(bundle: str = "bundles/tiny.en") -> None:
+    cli = Path(sys.executable).with_name("whisper-tflite")
+    with tempfile.TemporaryDirectory() as folder:
+        audio = Path(folder) / "hour.wav"
+        hour_of_speech(audio)
+        start = time.perf_counter()
+        done = subprocess.run([str(cli), "transcribe", str(audio), "--model", bundle, "--format", "json",
+                               "--quiet", "--threads", "2"], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(done.stderr)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    words = len(done.stdout.split('"text": ')[1].split())
+    print(f"bundle {bundle}: 1 h of 16 kHz speech, peak RSS {peak_mb:.0f} MB, wall {wall:.0f} s "
+          f"(real-time factor {wall / 3600:.3f}), ~{words} words")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
