@@ -112,7 +112,7 @@ def bundle_for():
     """Converts (source, quantize) once, into an on-disk cache keyed by the code version; stale entries go."""
     import shutil
 
-    from whisper_tflite.conversion import convert
+    from whisper_tflite.conversion import DEFAULT_MODELS, convert
 
     version = _code_version()
     if BUNDLE_CACHE.is_dir():
@@ -120,10 +120,11 @@ def bundle_for():
             if not stale.name.endswith(version):
                 shutil.rmtree(stale, ignore_errors=True)
 
-    def get(source: str, quantize: str | None = "none") -> Path:
-        path = BUNDLE_CACHE / f"{source}-{quantize or 'default'}-{version}"
+    def get(source: str, quantize: str | None = "none", models: tuple[str, ...] = DEFAULT_MODELS) -> Path:
+        tag = "" if models == DEFAULT_MODELS else "-" + "+".join(models)
+        path = BUNDLE_CACHE / f"{source}-{quantize or 'default'}{tag}-{version}"
         if not (path / "manifest.json").is_file():
-            convert(source, path, quantize=quantize, force=True, progress=False)
+            convert(source, path, quantize=quantize, models=models, force=True, progress=False)
         return path
 
     return get

@@ -18,7 +18,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 ROLES = ("features", "encoder", "decoder_step", "decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
-REQUIRED_ROLES = ("features", "encoder", "decoder_step")
 
 
 def sha256_of(path: Path) -> str:
@@ -86,11 +85,8 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
         raise BundleError(f"{where}: bundle format {version} is newer than this whisper-tflite reads "
                           f"({FORMAT_VERSION}); upgrade whisper-tflite")
     models = manifest.get("models")
-    if not isinstance(models, dict):
+    if not isinstance(models, dict) or not models:
         raise BundleError(f"{where}: {MANIFEST} lists no models")
-    for role in REQUIRED_ROLES:
-        if role not in models:
-            raise BundleError(f"{where}: the bundle lacks the required {role!r} model; convert it again")
     for role, entry in models.items():
         if role not in ROLES:
             raise BundleError(f"{where}: unknown model role {role!r}")

@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy in the README]")
     convert.add_argument("--models", default="features,encoder,decoder_step",
-                         help="comma-separated roles to build [features,encoder,decoder_step]")
+                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, decoder, "
+                              "pcm_encoder, encoder_decoder, whisper, generator [features,encoder,decoder_step]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -68,11 +69,11 @@ def _fail(message: str, code: int) -> int:
 
 
 def _convert(args) -> int:
-    from .conversion import convert
+    from .conversion import ALL_MODELS, convert
 
     name = Path(args.model).name or "model"
     out = args.out or Path("bundles") / name
-    roles = tuple(r.strip() for r in args.models.split(",") if r.strip())
+    roles = ALL_MODELS if args.models == "all" else tuple(r.strip() for r in args.models.split(",") if r.strip())
     path = convert(args.model, out, quantize=args.quantize, models=roles, force=args.force,
                    progress=not args.quiet)
     print(path)

@@ -37,7 +37,7 @@ def to_tflite(module, quantize: str = "none") -> bytes:
 
 
 def check_model(model: bytes, role: str) -> None:
-    """Builtin operators only, fully static input/output shapes, and no inf/NaN in any constant."""
+    """Builtin operators only, fully static input/output shapes, and no inf/NaN (or clamped -inf) constant."""
     parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
     for opcode in parsed.operatorCodes:
         if max(opcode.builtinCode, opcode.deprecatedBuiltinCode) == _CUSTOM:
@@ -57,21 +57,35 @@ def check_model(model: bytes, role: str) -> None:
             values = np.asarray(data, dtype=np.uint8).view(_FLOAT_TYPES[tensor.type])
             if not np.isfinite(values).all():
                 raise ConversionError(f"{role}: constant {_text(tensor.name)} holds inf or NaN")
+            if values.size and np.abs(values).max() > FLOAT_LIMIT:
+                raise ConversionError(f"{role}: constant {_text(tensor.name)} holds a value near the float32 "
+                                      "limit, which becomes inf at the first addition (a -inf mask?)")
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
 # TFLite schema TensorType codes of floating-point tensors.
 _FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}
 
 
 # What `convert` does without --quantize, chosen from the measured WER/size/speed table in the README.
-# The features graph always stays float32: quantizing its DFT basis would break the exact mel.
-DEFAULT_POLICY = {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8"}
+# Models with the mel inside stay float32: dynamic-range int8 would quantize the DFT basis and break the exact mel.
+DEFAULT_POLICY = {
+    "features": "none",
+    "encoder": "dynamic-int8",
+    "decoder_step": "dynamic-int8",
+    "decoder": "dynamic-int8",
+    "encoder_decoder": "dynamic-int8",
+    "generator": "dynamic-int8",
+    "pcm_encoder": "none",
+    "whisper": "none",
+}
 DEFAULT_MODELS = ("features", "encoder", "decoder_step")
+ALL_MODELS = tuple(DEFAULT_POLICY)
 
 
 def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, ...]) -> dict[str, str]:
@@ -91,13 +105,14 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
 
 
 def build_module(role: str, checkpoint):
+    from .graphs.combined import Decoder, EncoderDecoder, Generator, PcmEncoder, Whisper
     from .graphs.decoder import DecoderStep
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
 
-    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep}
-    if role not in builders:
-        raise UsageError(f"unknown model role {role!r}: choose from {', '.join(builders)}")
+    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep, "decoder": Decoder,
+                "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
+                "generator": Generator}
     return builders[role].from_checkpoint(checkpoint)
 
 
@@ -137,9 +152,11 @@ def convert(
         raise UsageError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
     roles = tuple(dict.fromkeys(models))
     plan = quantization_plan(quantize, roles)
-    for role in roles:
-        if role not in ("features", "encoder", "decoder_step"):
-            raise UsageError(f"unknown model role {role!r}: choose from features, encoder, decoder_step")
+    unknown = [role for role in roles if role not in ALL_MODELS]
+    if unknown:
+        raise UsageError(f"unknown model role {unknown[0]!r}: choose from {', '.join(ALL_MODELS)}")
+    if not roles:
+        raise UsageError("no models to convert: give at least one role to --models")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     umask = os.umask(0)

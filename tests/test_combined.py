@@ -1,0 +1,166 @@
+"""Combined models: the in-graph Decoder, EncoderDecoder, Whisper (one file), and the HF generate wrapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from whisper_tflite.audio import pad_or_trim
+from whisper_tflite.conversion import to_tflite
+from whisper_tflite.errors import ConversionError
+from whisper_tflite.graphs.base import GraphModule
+
+from .parity import assert_parity
+from .test_conversion import _check_model_file
+
+COMBINED = ("decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
+BASE_COMBINED = ("features", "encoder", "decoder", "encoder_decoder", "whisper")
+
+
+@pytest.fixture(scope="module")
+def tiny_combined(bundle_for):
+    return bundle_for("tiny.en", "none", ("features", "encoder", *COMBINED))
+
+
+@pytest.fixture(scope="module")
+def base_combined(bundle_for):
+    return bundle_for("base", "none", BASE_COMBINED)
+
+
+class Runners:
+    """One LiteRT signature runner per role of a bundle, and the three ways to get tokens from a window."""
+
+    def __init__(self, folder, roles):
+        self.runners = {role: Interpreter(model_path=str(folder / f"{role}.tflite"), num_threads=2)
+                        .get_signature_runner() for role in roles}
+
+    @staticmethod
+    def prompt_inputs(prompt):
+        padded = np.zeros([1, 4], np.int32)
+        padded[0, : len(prompt)] = prompt
+        return {"prompt": padded, "prompt_length": np.array([len(prompt)], np.int32)}
+
+    @staticmethod
+    def _tokens(out, prompt, eot):
+        return list(prompt) + out["tokens"][0, : out["count"][0]].tolist() + [eot]
+
+    def whisper(self, pcm, prompt, eot):
+        return self._tokens(self.runners["whisper"](pcm=pcm, **self.prompt_inputs(prompt)), prompt, eot)
+
+    def encoder_decoder(self, log_mel, prompt, eot):
+        return self._tokens(self.runners["encoder_decoder"](log_mel=log_mel, **self.prompt_inputs(prompt)),
+                            prompt, eot)
+
+    def decoder(self, log_mel, prompt, eot):
+        encoded = self.runners["encoder"](log_mel=log_mel)
+        cross = {k: v for k, v in encoded.items() if k.startswith("cross_")}
+        return self._tokens(self.runners["decoder"](**cross, **self.prompt_inputs(prompt)), prompt, eot)
+
+
+def _parity(checkpoint, runners, clips, audio_cache, reference, language_of, prompt_of):
+    eot = checkpoint.special_tokens.eot
+    for kind in ("whisper", "encoder_decoder", "decoder"):
+        pairs = []
+        for clip in clips:
+            language = language_of(clip)
+            features, ref = reference(clip, language)
+            prompt = prompt_of(language)
+            pcm = pad_or_trim(audio_cache(clip))
+            ours = runners.whisper(pcm, prompt, eot) if kind == "whisper" else getattr(runners, kind)(
+                runners.runners["features"](pcm=pcm)["log_mel"], prompt, eot)
+            pairs.append((f"{kind}: {clip.name}", ours, ref.tokens, features, len(prompt)))
+        assert_parity(pairs, checkpoint)
+
+
+def test_tiny_en_combined_models_match_reference(tiny_en, tiny_combined, english_clips, audio_cache,
+                                                 tiny_en_reference):
+    runners = Runners(tiny_combined, ("features", "encoder", "decoder", "encoder_decoder", "whisper"))
+    _parity(tiny_en, runners, english_clips, audio_cache, lambda clip, language: tiny_en_reference(clip),
+            lambda clip: None, lambda language: [50257, 50362])
+
+
+@pytest.mark.slow
+def test_base_combined_models_match_reference(base, base_combined, base_clips, audio_cache, base_reference):
+    runners = Runners(base_combined, BASE_COMBINED)
+    special = base.special_tokens
+    _parity(base, runners, base_clips, audio_cache, base_reference, lambda clip: clip.language,
+            lambda language: [special.sot, special.languages[language], special.transcribe, special.no_timestamps])
+
+
+@pytest.mark.slow
+def test_one_whisper_file_serves_two_languages(base, base_combined, clips, audio_cache):
+    runners = Runners(base_combined, ("whisper",))
+    special, tokenizer = base.special_tokens, base.tokenizer
+    texts = {}
+    for language in ("en", "de"):
+        clip = next(c for c in clips if c.language == language and c.duration < 15)
+        prompt = [special.sot, special.languages[language], special.transcribe, special.no_timestamps]
+        tokens = runners.whisper(pad_or_trim(audio_cache(clip)), prompt, special.eot)
+        texts[language] = tokenizer.decode(tokens, skip_special_tokens=True)
+    print(texts)
+    assert "fellow americans" in texts["en"].lower()
+    assert "portal" in texts["de"].lower() or "werbung" in texts["de"].lower()
+
+
+def test_generator_matches_reference(tiny_en, tiny_combined, english_clips, tiny_en_reference):
+    runner = Runners(tiny_combined, ("generator",)).runners["generator"]
+    eot = tiny_en.special_tokens.eot
+    pairs = []
+    for clip in english_clips:
+        features, reference = tiny_en_reference(clip)
+        sequence = runner(input_features=features, prompt=np.array([[50257, 50362]], np.int32))["sequences"][0]
+        ours = sequence.tolist()
+        ours = ours[: ours.index(eot, 2) + 1] if eot in ours[2:] else ours
+        pairs.append((f"generator: {clip.name}", ours, reference.tokens, features, 2))
+    assert_parity(pairs, tiny_en)
+
+
+def test_generator_and_whisper_never_crash(tiny_en, tiny_combined, english_clips, audio_cache):
+    """448-token models, run repeatedly on speech, 30 s of silence and 30 s of white noise."""
+    runners = Runners(tiny_combined, ("features", "whisper", "generator"))
+    rng = np.random.default_rng(0)
+    inputs = {"speech": pad_or_trim(audio_cache(english_clips[0])), "silence": np.zeros(480000, np.float32),
+              "noise": rng.uniform(-1, 1, 480000).astype(np.float32)}
+    prompt = [50257, 50362]
+    for name, pcm in inputs.items():
+        log_mel = runners.runners["features"](pcm=pcm)["log_mel"]
+        outputs = set()
+        for _ in range(3):
+            whisper = runners.whisper(pcm, prompt, 50256)
+            generated = runners.runners["generator"](input_features=log_mel, prompt=np.array([prompt], np.int32))
+            outputs.add((tuple(whisper), tuple(generated["sequences"][0].tolist())))
+        assert len(outputs) == 1, f"{name}: runs disagree"
+        whisper, generated = outputs.pop()
+        print(f"{name}: whisper {tiny_en.tokenizer.decode(whisper, skip_special_tokens=True)!r}, "
+              f"generator {tiny_en.tokenizer.decode(generated, skip_special_tokens=True)!r}")
+        assert len(generated) == 448 and generated[:2] == tuple(prompt)
+
+
+def test_combined_models_are_builtin_and_static(tiny_combined, base_combined):
+    for folder, roles in ((tiny_combined, COMBINED), (base_combined, BASE_COMBINED)):
+        for role in roles:
+            _check_model_file(folder / f"{role}.tflite")
+
+
+class _Masked(GraphModule):
+    role = "masked"
+
+    def __init__(self, value):
+        super().__init__()
+        self.bias = np.array([0.0, value, 0.0], np.float32)
+
+    @property
+    def input_signature(self):
+        return [tf.TensorSpec([3], tf.float32, name="x")]
+
+    def call(self, inputs):
+        return {"y": inputs["x"] + self.bias}
+
+
+@pytest.mark.parametrize("value", [-np.inf, np.nan, np.finfo(np.float32).min])
+def test_conversion_refuses_infinite_constants(value):
+    with pytest.raises(ConversionError, match="masked: constant .* holds"):
+        to_tflite(_Masked(value))
+    assert to_tflite(_Masked(-1e9))  # the finite mask the project uses converts
