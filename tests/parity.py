@@ -14,7 +14,7 @@ def bundle_greedy_tokens(transcriber, audio, language):
     tokenizer = transcriber.tokenizer
     manifest = transcriber.bundle.manifest
     logit_filter = LogitFilter(tokenizer, manifest["suppress_tokens"], manifest["begin_suppress_tokens"],
-                               timestamps=False, n_vocab=manifest["dims"]["n_vocab"])
+                               timestamps=False)
     prompt = tokenizer.prompt(language, "transcribe", timestamps=False)
     stepper = transcriber.stepper
     stepper.begin(audio[:N_SAMPLES])

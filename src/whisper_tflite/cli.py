@@ -71,10 +71,8 @@ def _fail(message: str, code: int) -> int:
 def _convert(args) -> int:
     from .conversion import ALL_MODELS, convert
 
-    name = Path(args.model).name or "model"
-    out = args.out or Path("bundles") / name
     roles = ALL_MODELS if args.models == "all" else tuple(r.strip() for r in args.models.split(",") if r.strip())
-    path = convert(args.model, out, quantize=args.quantize, models=roles, force=args.force,
+    path = convert(args.model, args.out, quantize=args.quantize, models=roles, force=args.force,
                    progress=not args.quiet)
     print(path)
     return 0

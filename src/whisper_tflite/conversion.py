@@ -12,9 +12,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
+from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 from .errors import ConversionError, UsageError
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
+FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
+_CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
+_FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}  # TFLite TensorType codes of float tensors
 
 
 def to_tflite(module, quantize: str = "none") -> bytes:
@@ -57,19 +61,13 @@ def check_model(model: bytes, role: str) -> None:
             values = np.asarray(data, dtype=np.uint8).view(_FLOAT_TYPES[tensor.type])
             if not np.isfinite(values).all():
                 raise ConversionError(f"{role}: constant {_text(tensor.name)} holds inf or NaN")
-            if values.size and np.abs(values).max() > FLOAT_LIMIT:
+            if values.dtype == np.float32 and values.size and np.abs(values).max() > FLOAT_LIMIT:
                 raise ConversionError(f"{role}: constant {_text(tensor.name)} holds a value near the float32 "
                                       "limit, which becomes inf at the first addition (a -inf mask?)")
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
-_CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
-# TFLite schema TensorType codes of floating-point tensors.
-_FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}
 
 
 # What `convert` does without --quantize, chosen from the measured WER/size/speed table in the README.
@@ -93,7 +91,7 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
     graph; a dict -> per role, the default policy for roles it does not name."""
     if isinstance(quantize, dict) and set(quantize) - set(roles):
         raise UsageError(f"quantization given for {', '.join(sorted(set(quantize) - set(roles)))}, "
-                              f"which is not among the models converted ({', '.join(roles)})")
+                         f"which is not among the models converted ({', '.join(roles)})")
     if quantize is None or isinstance(quantize, dict):
         chosen = {role: DEFAULT_POLICY.get(role, "none") for role in roles} | dict(quantize or {})
     else:
@@ -131,13 +129,14 @@ def io_specs(model: bytes) -> dict[str, list[dict]]:
 
 def convert(
     source: str = "tiny.en",
-    out_dir: str | Path = "bundles/tiny.en",
+    out_dir: str | Path | None = None,
     quantize: str | dict[str, str] | None = None,
     models: tuple[str, ...] = DEFAULT_MODELS,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Converts a Whisper checkpoint into a bundle folder, atomically: a temporary folder renamed at the end.
+    """Converts a Whisper checkpoint into a bundle folder (default `bundles/<name>`), atomically: a temporary
+    folder renamed at the end.
 
     `quantize`: None for the default per-component policy; "none", "fp16" or "dynamic-int8" for every model
     but the features graph; or a dict such as {"encoder": "fp16", "decoder_step": "dynamic-int8"}.
@@ -147,16 +146,16 @@ def convert(
     from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER, sha256_of
     from .sources import load_whisper
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else Path("bundles") / (Path(source).name or "model")
     if out_dir.exists() and not force:
         raise UsageError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
     roles = tuple(dict.fromkeys(models))
-    plan = quantization_plan(quantize, roles)
     unknown = [role for role in roles if role not in ALL_MODELS]
     if unknown:
         raise UsageError(f"unknown model role {unknown[0]!r}: choose from {', '.join(ALL_MODELS)}")
     if not roles:
         raise UsageError("no models to convert: give at least one role to --models")
+    plan = quantization_plan(quantize, roles)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     umask = os.umask(0)
@@ -187,7 +186,8 @@ def convert(
                 "languages": checkpoint.languages,
                 "suppress_tokens": checkpoint.suppress_tokens,
                 "begin_suppress_tokens": checkpoint.begin_suppress_tokens,
-                "audio": {"sample_rate": 16000, "n_fft": 400, "hop_length": 160, "chunk_seconds": 30},
+                "audio": {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
+                          "chunk_seconds": CHUNK_SECONDS},
                 "models": entries,
                 "tools": _tool_versions(),
             }

@@ -97,5 +97,5 @@ def reference_long_form(checkpoint: WhisperCheckpoint, audio: np.ndarray, langua
 
     tokenizer = WhisperTokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
     decoder = LongFormDecoder(ReferenceStepper(checkpoint), tokenizer, checkpoint.suppress_tokens,
-                              checkpoint.begin_suppress_tokens, checkpoint.model.config.vocab_size)
+                              checkpoint.begin_suppress_tokens)
     return decoder.transcribe(audio, language, task)

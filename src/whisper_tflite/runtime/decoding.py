@@ -55,12 +55,11 @@ class LogitFilter:
     """Whisper's rules on the next-token logits: suppressed tokens, blank start, timestamp grammar."""
 
     def __init__(self, tokenizer: WhisperTokenizer, suppress: list[int], begin_suppress: list[int],
-                 timestamps: bool, n_vocab: int):
+                 timestamps: bool):
         self.special = tokenizer.special
         self.suppress = np.asarray(sorted(set(suppress)), dtype=np.int64)
         self.begin_suppress = np.asarray(sorted(set(begin_suppress)), dtype=np.int64)
         self.timestamps = timestamps
-        self.n_vocab = n_vocab
 
     def __call__(self, logits: np.ndarray, sampled: list[int]) -> np.ndarray:
         logits = logits.astype(np.float64, copy=True)

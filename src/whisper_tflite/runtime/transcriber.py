@@ -8,7 +8,7 @@ and low-confidence output (average log-probability); windows that are likely sil
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,18 +57,15 @@ class TranscriptionResult:
             "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
         }
 
-    def details(self) -> dict:
-        return asdict(self)
-
 
 class LongFormDecoder:
     """The long-form algorithm on any `Stepper`: shared by the TFLite runtime and the reference model."""
 
     def __init__(self, stepper: Stepper, tokenizer: WhisperTokenizer, suppress: list[int],
-                 begin_suppress: list[int], n_vocab: int):
+                 begin_suppress: list[int]):
         self.stepper = stepper
         self.tokenizer = tokenizer
-        self.filter = LogitFilter(tokenizer, suppress, begin_suppress, timestamps=True, n_vocab=n_vocab)
+        self.filter = LogitFilter(tokenizer, suppress, begin_suppress, timestamps=True)
 
     def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
                    condition_on_previous_text: bool = True, progress=None, seed: int = 0) -> TranscriptionResult:
@@ -191,7 +188,7 @@ class Transcriber:
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.stepper = TfliteStepper(self.bundle, self.threads)
         self.decoder = LongFormDecoder(self.stepper, self.tokenizer, manifest["suppress_tokens"],
-                                       manifest["begin_suppress_tokens"], manifest["dims"]["n_vocab"])
+                                       manifest["begin_suppress_tokens"])
 
     @property
     def languages(self) -> list[str]:

@@ -1,0 +1,365 @@
+"""Side-by-side benchmark: whisper-tflite bundles, faster-whisper, whisper.cpp and the HF TF reference.
+
+Every system runs the same weights (the bundled CTranslate2 checkpoints; whisper.cpp gets a ggml export of
+them) in its own worker process, greedy, no VAD, language given, the same thread count. Runs are interleaved
+(clip by clip, A B C A B C ...) so that machine noise hits all alike. Writes docs/benchmarks.md and
+docs/benchmarks.png.
+
+Run: .venv/bin/python benchmarks/run.py [--models tiny.en,base] [--rounds 5] [--threads 2]
+(needs the `bench` extra: pip install -e ".[bench]")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIO = REPO.parent / "shared" / "audio"
+CACHE = REPO / ".cache" / "bench"
+DOCS = REPO / "docs"
+QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
+
+
+# ---------------------------------------------------------------- workers (one process per system)
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _tflite_worker(path: str, threads: int):
+    from whisper_tflite.runtime import Transcriber
+
+    transcriber = Transcriber(path, threads=threads)
+    stepper = transcriber.stepper
+    stages = {"features": 0.0, "encoder": 0.0, "decoder": 0.0, "tokens": 0}
+    log_mel, encode, step = stepper.log_mel, stepper.encoder.run, stepper.step
+
+    def timed(key, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            stages[key] += time.perf_counter() - start
+            stages["tokens"] += key == "decoder"
+            return result
+        return wrapper
+
+    stepper.log_mel, stepper.encoder.run, stepper.step = timed("features", log_mel), timed("encoder", encode), \
+        timed("decoder", step)
+
+    def run(audio, language):
+        for key in stages:
+            stages[key] = 0
+        text = transcriber.transcribe(audio, language=language if transcriber.multilingual else None).text
+        return text, dict(stages)
+
+    return run
+
+
+def _faster_whisper_worker(path: str, threads: int, compute_type: str):
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads, num_workers=1)
+
+    def run(audio, language):
+        segments, _ = model.transcribe(audio, language=language, beam_size=1, best_of=1, vad_filter=False)
+        return "".join(s.text for s in segments), {}
+
+    return run
+
+
+def _whisper_cpp_worker(path: str, threads: int):
+    from pywhispercpp.model import Model
+
+    model = Model(path, n_threads=threads, print_progress=False, print_realtime=False,
+                  redirect_whispercpp_logs_to=os.devnull)
+
+    def run(audio, language):
+        return " ".join(s.text for s in model.transcribe(audio, language=language)), {}
+
+    return run
+
+
+def _reference_worker(source: str, threads: int):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from whisper_tflite.reference import reference_transcribe
+    from whisper_tflite.sources import load_whisper
+
+    checkpoint = load_whisper(source)
+
+    def run(audio, language):
+        language = language if checkpoint.multilingual else None
+        return reference_transcribe(checkpoint, audio, language=language).text, {}
+
+    return run
+
+
+def worker_main(kind: str, path: str, threads: int) -> None:
+    """Loads one system, then answers JSON requests on stdin: {"clip", "language"} -> text and timings."""
+    from whisper_tflite.audio import load_audio
+
+    start = time.perf_counter()
+    if kind == "tflite":
+        run = _tflite_worker(path, threads)
+    elif kind.startswith("faster-whisper-"):
+        run = _faster_whisper_worker(path, threads, kind.removeprefix("faster-whisper-"))
+    elif kind == "whisper.cpp":
+        run = _whisper_cpp_worker(path, threads)
+    else:
+        run = _reference_worker(path, threads)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # libraries' prints must not corrupt the protocol
+    print(json.dumps({"load_s": time.perf_counter() - start}), file=out, flush=True)
+    audio_cache = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("quit"):
+            break
+        audio = audio_cache.setdefault(request["clip"], load_audio(request["clip"]))
+        start = time.perf_counter()
+        text, stages = run(audio, request["language"])
+        print(json.dumps({"wall_s": time.perf_counter() - start, "text": text, "stages": stages}), file=out,
+              flush=True)
+    print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), file=out, flush=True)
+
+
+class Worker:
+    def __init__(self, name: str, kind: str, path: Path | str, threads: int, size_mb: float):
+        self.name, self.size_mb = name, size_mb
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--worker", kind, str(path), "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.load_s = self._read()["load_s"]
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the worker died")
+        return json.loads(line)
+
+    def ask(self, clip, language) -> dict:
+        self.process.stdin.write(json.dumps({"clip": str(clip), "language": language}) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self) -> float:
+        self.process.stdin.write(json.dumps({"quit": True}) + "\n")
+        self.process.stdin.flush()
+        peak = self._read()["peak_rss_mb"]
+        self.process.wait(timeout=60)
+        return peak
+
+
+# ---------------------------------------------------------------- preparation
+
+def _folder_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def prepare(model: str) -> list[tuple[str, str, Path]]:
+    """Converts the bundles, exports ggml, lays out the CTranslate2 folder; cached in .cache/bench."""
+    from whisper_tflite.conversion import DEFAULT_POLICY, convert
+    from whisper_tflite.sources import _bundled_files, load_whisper
+    from whisper_tflite.sources.ggml import save_ggml
+
+    folder = CACHE / model
+    folder.mkdir(parents=True, exist_ok=True)
+    systems = []
+    for quantize in QUANTIZATIONS:
+        bundle = folder / f"tflite-{quantize}"
+        if not (bundle / "manifest.json").is_file():
+            convert(model, bundle, quantize=quantize, force=True)
+        default = all(DEFAULT_POLICY[r] == ("none" if r == "features" else quantize)
+                      for r in ("features", "encoder", "decoder_step"))
+        systems.append((f"whisper-tflite {quantize}" + (" (default)" if default else ""), "tflite", bundle))
+    ct2 = folder / "ct2"
+    if not (ct2 / "model.bin").is_file():
+        source_folder, parts = _bundled_files(model)
+        ct2.mkdir(exist_ok=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copy(source_folder / name, ct2 / name)
+        with open(ct2 / "model.bin.partial", "wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        (ct2 / "model.bin.partial").rename(ct2 / "model.bin")
+    ggml = folder / "ggml-model.bin"
+    if not ggml.is_file():
+        save_ggml(load_whisper(model), ggml)
+    systems += [("faster-whisper int8", "faster-whisper-int8", ct2),
+                ("faster-whisper float32", "faster-whisper-float32", ct2),
+                ("whisper.cpp (pywhispercpp)", "whisper.cpp", ggml),
+                ("HF TF generate (reference)", "reference", model)]
+    return systems
+
+
+def choose_clips(model: str):
+    from whisper_tflite.evaluation import read_manifest
+
+    clips = [c for c in read_manifest(AUDIO) if c.reference and c.duration <= 30]
+    if model.endswith(".en"):
+        return [c for c in clips if c.language == "en"]
+    english = [c for c in clips if c.language == "en" and "librispeech" in c.name][:3]
+    return english + [c for c in clips if c.language != "en"]
+
+
+# ---------------------------------------------------------------- measurement and report
+
+def measure(model: str, rounds: int, threads: int) -> dict:
+    from whisper_tflite.evaluation import error_rate
+
+    clips = choose_clips(model)
+    systems = prepare(model)
+    workers = []
+    for name, kind, path in systems:
+        size = _folder_mb(path) if isinstance(path, Path) else float("nan")
+        workers.append(Worker(name, kind, path, threads, size))
+    runs = {w.name: [[None] * len(clips) for _ in range(rounds)] for w in workers}
+    for r in range(rounds):
+        for i, clip in enumerate(clips):
+            for worker in workers:  # interleaved: every system sees the same moment of the machine
+                runs[worker.name][r][i] = worker.ask(clip.path, clip.language)
+        print(f"{model}: round {r + 1}/{rounds} done", file=sys.stderr)
+    audio_s = sum(c.duration for c in clips)
+    results = []
+    for worker in workers:
+        per_round = [sum(x["wall_s"] for x in rows) for rows in runs[worker.name]]
+        texts = [x["text"] for x in runs[worker.name][0]]
+        scores = {}
+        for language in sorted({c.language for c in clips}):
+            chosen = [(c.reference, t) for c, t in zip(clips, texts) if c.language == language]
+            scores[language] = error_rate([a for a, _ in chosen], [b for _, b in chosen], language)
+        english = [(c.reference, t) for c, t in zip(clips, texts) if c.language == "en"]
+        stage_rows = [x["stages"] for rows in runs[worker.name] for x in rows if x["stages"]]
+        stages = None
+        if stage_rows:
+            tokens = sum(s["tokens"] for s in stage_rows)
+            stages = {"features_ms": 1000 * sum(s["features"] for s in stage_rows) / len(stage_rows),
+                      "encoder_ms": 1000 * sum(s["encoder"] for s in stage_rows) / len(stage_rows),
+                      "ms_per_token": 1000 * sum(s["decoder"] for s in stage_rows) / max(tokens, 1)}
+        results.append({
+            "system": worker.name, "load_s": worker.load_s, "size_mb": worker.size_mb,
+            "error_mean": statistics.mean(scores.values()),
+            "wall_median_s": statistics.median(per_round), "wall_min_s": min(per_round),
+            "wall_max_s": max(per_round), "rtf": statistics.median(per_round) / audio_s,
+            "wer_en": error_rate(*map(list, zip(*english)), "en") if english else None,
+            "scores": scores, "stages": stages, "peak_rss_mb": worker.close(),
+        })
+    return {"model": model, "clips": len(clips), "audio_s": audio_s, "rounds": rounds, "results": results}
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "fma", "f16c") if f in flags]
+    versions = {name: md.version(name) for name in ("whisper-tflite", "ai-edge-litert", "tensorflow",
+                                                     "faster-whisper", "ctranslate2", "pywhispercpp")}
+    return {"cpu": cpu, "cores": os.cpu_count(), "simd": simd, "python": platform.python_version(),
+            "versions": versions}
+
+
+def report(measurements: list[dict], threads: int, info: dict) -> str:
+    lines = ["# Benchmarks", "",
+             "Generated by `python benchmarks/run.py`; do not edit by hand.", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores ({', '.join(info['simd'])}), Python {info['python']}, "
+             f"{threads} threads for every system.  ",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".", "",
+             "Same weights everywhere (the bundled CTranslate2 checkpoints; whisper.cpp runs a ggml export of "
+             "them), greedy, no VAD, language given; runs interleaved clip by clip across systems. Wall time is "
+             "the whole pipeline from 16 kHz samples to text, summed over the clips: median of the rounds "
+             "[min - max]. Peak RSS is the worker process's high-water mark. WER after Whisper's normalizers "
+             "(CER for ja/zh/ko); 'mean error' averages the languages of the run.", "",
+             "![chart](benchmarks.png)", ""]
+    for m in measurements:
+        lines += [f"## {m['model']} - {m['clips']} clips, {m['audio_s']:.0f} s of audio, {m['rounds']} rounds", "",
+                  "| system | wall s | RTF | load s | peak RSS MB | size MB | mean error | WER en | other languages |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in m["results"]:
+            others = ", ".join(f"{k} {v:.0%}" for k, v in r["scores"].items() if k != "en")
+            wer = f"{r['wer_en']:.2%}" if r["wer_en"] is not None else ""
+            size = f"{r['size_mb']:.0f}" if r["size_mb"] == r["size_mb"] else "-"
+            lines.append(f"| {r['system']} | {r['wall_median_s']:.2f} [{r['wall_min_s']:.2f} - "
+                         f"{r['wall_max_s']:.2f}] | {r['rtf']:.3f} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+                         f"{size} | {r['error_mean']:.2%} | {wer} | {others} |")
+        lines += ["", "Stages of whisper-tflite (mean per clip; decoder per token, prompt included):", "",
+                  "| system | features ms | encoder ms | decoder ms/token |", "|---|---:|---:|---:|"]
+        for r in m["results"]:
+            if r["stages"]:
+                s = r["stages"]
+                lines.append(f"| {r['system']} | {s['features_ms']:.1f} | {s['encoder_ms']:.1f} | "
+                             f"{s['ms_per_token']:.2f} |")
+        fw = next(r for r in m["results"] if r["system"] == "faster-whisper int8")
+        default = next(r for r in m["results"] if r["system"].endswith("(default)"))
+        lines += ["", f"Default bundle vs faster-whisper int8: wall time x{default['wall_median_s'] / fw['wall_median_s']:.2f}, "
+                  f"peak RSS x{default['peak_rss_mb'] / fw['peak_rss_mb']:.2f}, "
+                  f"mean error {default['error_mean']:.2%} vs {fw['error_mean']:.2%}.", ""]
+    return "\n".join(lines)
+
+
+def chart(measurements: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(measurements), 2, figsize=(12, 3.2 * len(measurements)), squeeze=False,
+                                constrained_layout=True)
+    for row, m in zip(axes, measurements):
+        names = [r["system"] for r in m["results"]]
+        row[0].barh(names, [r["rtf"] for r in m["results"]], color="tab:blue")
+        row[0].set_title(f"{m['model']}: real-time factor (lower is faster)")
+        row[0].invert_yaxis()
+        row[1].barh(names, [100 * r["error_mean"] for r in m["results"]], color="tab:orange")
+        languages = "English WER" if m["model"].endswith(".en") else "WER/CER, mean over languages"
+        row[1].set_title(f"{m['model']}: {languages} % (lower is better)")
+        row[1].invert_yaxis()
+        row[1].set_yticklabels([])
+    figure.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="tiny.en,base")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="redraw the report from docs/benchmarks.json")
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(*args.worker, args.threads)
+        return
+    started = time.perf_counter()
+    raw = DOCS / "benchmarks.json"
+    if args.report_only:
+        saved = json.loads(raw.read_text())
+    else:
+        measurements = [measure(model, args.rounds, args.threads) for model in args.models.split(",")]
+        saved = {"threads": args.threads, "machine": machine(), "measurements": measurements}
+        raw.write_text(json.dumps(saved, indent=1) + "\n")
+    (DOCS / "benchmarks.md").write_text(report(saved["measurements"], saved["threads"], saved["machine"]) + "\n")
+    chart(saved["measurements"], DOCS / "benchmarks.png")
+    print(f"wrote docs/benchmarks.json, .md and .png in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
