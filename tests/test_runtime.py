@@ -121,23 +121,28 @@ def test_cli_writes_formats_to_output_dir(fmt, tiny_bundle, english_clips, tmp_p
 
 @pytest.mark.parametrize("fmt, subtype", [("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III"), ("WAV", "PCM_U8")])
 def test_compressed_and_8bit_files(fmt, subtype, tiny, clips, audio_cache, tmp_path):
-    """Ogg Vorbis, MP3 (libsndfile reads both) and unsigned 8-bit WAV at 22.05 kHz, written from a clip."""
+    """Ogg Vorbis, MP3 (libsndfile reads both) and unsigned 8-bit WAV at 22.05 kHz, written from a clip.
+    All three are lossy, so the bound is on WER against the human transcript, not exact words."""
     import soundfile
     import soxr
 
     clip = next(c for c in clips if c.name == "en_jfk_whisper-cpp.wav")
     path = tmp_path / f"jfk.{fmt.lower()}"
     soundfile.write(path, soxr.resample(audio_cache(clip), 16000, 22050), 22050, format=fmt, subtype=subtype)
-    text = tiny.transcribe(path).text.lower().replace(",", "")
-    assert "ask not what your country can do for you" in text
+    text = tiny.transcribe(path).text
+    print(f"{fmt}/{subtype}: {text}")
+    assert error_rate([clip.reference], [text], "en") <= 0.15
 
 
 @pytest.mark.slow
-def test_base_translates_german_to_english(base_bundle, clips):
-    clip = next(c for c in clips if c.name == "de_picovoice-cheetah-2026.wav")  # "Die Werbung vermittelt ..."
-    result = Transcriber(base_bundle).transcribe(clip.path, task="translate")
-    print(result.text)
-    assert result.language == "de"
-    words = set(result.text.lower().replace(".", "").split())
-    assert words & {"advertising", "advertisement", "advertisements", "ad", "ads", "commercial"}
-    assert not words & {"die", "werbung", "vermittelt", "einen", "falschen"}
+def test_base_translates_to_english(base_bundle, clips):
+    """German and Spanish speech, translated: English words come out, the source language's do not."""
+    transcriber = Transcriber(base_bundle)
+    expected = {"de_picovoice-leopard.wav": ("portal", "der"), "es_picovoice-leopard.wav": ("sand", "arenas")}
+    for name, (english, foreign) in expected.items():
+        clip = next(c for c in clips if c.name == name)
+        result = transcriber.transcribe(clip.path, task="translate")
+        print(name, result.language, result.text)
+        words = set(result.text.lower().replace(".", " ").replace(",", " ").split())
+        assert result.language == clip.language
+        assert english in words and foreign not in words

@@ -118,15 +118,24 @@ class LongFormDecoder:
         return TranscriptionResult(text, language, language_probability, segments, duration)
 
     def _decode_with_fallback(self, prompt: list[int], rng: np.random.Generator) -> DecodingResult:
-        result = None
+        """Greedy first, then sampling at rising temperatures while the output looks like a loop or is unsure.
+
+        If every temperature fails, the most confident attempt wins (as faster-whisper does), not the last one
+        as in openai/whisper: at temperature 1.0 the last one is often noise ("Theなら ball" for a Spanish
+        translation whose greedy attempt was right).
+        """
+        attempts, unrepetitive = [], []
         for temperature in TEMPERATURES:
             result = decode_window(self.stepper, self.tokenizer, self.filter, prompt, temperature, rng)
             too_repetitive = result.compression_ratio > COMPRESSION_RATIO_THRESHOLD
             too_unsure = result.avg_logprob < LOGPROB_THRESHOLD
             silent = result.no_speech_prob > NO_SPEECH_THRESHOLD
             if not too_repetitive and (not too_unsure or silent):
-                break
-        return result
+                return result
+            attempts.append(result)
+            if not too_repetitive:
+                unrepetitive.append(result)
+        return max(unrepetitive or attempts, key=lambda r: r.avg_logprob)
 
     def _split(self, result: DecodingResult, time_offset: float, segment_frames: int):
         """Segments between timestamp pairs, and how many mel frames to advance."""
