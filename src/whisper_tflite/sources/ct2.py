@@ -166,10 +166,18 @@ def hf_weights(variables: dict[str, np.ndarray], dims: Ct2Dimensions) -> dict[st
             # HF's k_proj has no bias; CT2 stores zeros there to fuse q, k, v.
             dense(f"{dst}/{name}", w, None if name == bias_free else b)
 
+    def linear(dst: str, src: str):
+        dense(dst, take(f"{src}/weight"), take(f"{src}/bias"))
+
+    def self_attention(dst: str, src: str):
+        norm(f"{dst}/self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+        fused(f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"), f"{dst}/self_attn", "k_proj")
+        linear(f"{dst}/self_attn/out_proj", f"{src}/self_attention/linear_1")
+
     def ffn(dst: str, src: str):
         norm(f"{dst}/final_layer_norm", f"{src}/ffn/layer_norm")
-        dense(f"{dst}/fc1", take(f"{src}/ffn/linear_0/weight"), take(f"{src}/ffn/linear_0/bias"))
-        dense(f"{dst}/fc2", take(f"{src}/ffn/linear_1/weight"), take(f"{src}/ffn/linear_1/bias"))
+        linear(f"{dst}/fc1", f"{src}/ffn/linear_0")
+        linear(f"{dst}/fc2", f"{src}/ffn/linear_1")
 
     for conv in ("conv1", "conv2"):
         # CT2 [out, in, width] -> Keras Conv1D [width, in, out]
@@ -178,10 +186,7 @@ def hf_weights(variables: dict[str, np.ndarray], dims: Ct2Dimensions) -> dict[st
     out["model/encoder/embed_positions/weight"] = take("encoder/position_encodings/encodings")
     for i in range(dims.encoder_layers):
         src, dst = f"encoder/layer_{i}", f"model/encoder/layers.{i}"
-        norm(f"{dst}/self_attn_layer_norm", f"{src}/self_attention/layer_norm")
-        fused(f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"), f"{dst}/self_attn", "k_proj")
-        dense(f"{dst}/self_attn/out_proj", take(f"{src}/self_attention/linear_1/weight"),
-              take(f"{src}/self_attention/linear_1/bias"))
+        self_attention(dst, src)
         ffn(dst, src)
     norm("model/encoder/layer_norm", "encoder/layer_norm")
 
@@ -189,16 +194,11 @@ def hf_weights(variables: dict[str, np.ndarray], dims: Ct2Dimensions) -> dict[st
     out["model/decoder/embed_positions/weight"] = take("decoder/position_encodings/encodings")
     for i in range(dims.decoder_layers):
         src, dst = f"decoder/layer_{i}", f"model/decoder/layers.{i}"
-        norm(f"{dst}/self_attn_layer_norm", f"{src}/self_attention/layer_norm")
-        fused(f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"), f"{dst}/self_attn", "k_proj")
-        dense(f"{dst}/self_attn/out_proj", take(f"{src}/self_attention/linear_1/weight"),
-              take(f"{src}/self_attention/linear_1/bias"))
+        self_attention(dst, src)
         norm(f"{dst}/encoder_attn_layer_norm", f"{src}/attention/layer_norm")
-        dense(f"{dst}/encoder_attn/q_proj", take(f"{src}/attention/linear_0/weight"),
-              take(f"{src}/attention/linear_0/bias"))
+        linear(f"{dst}/encoder_attn/q_proj", f"{src}/attention/linear_0")
         fused(f"{src}/attention/linear_1", ("k_proj", "v_proj"), f"{dst}/encoder_attn", "k_proj")
-        dense(f"{dst}/encoder_attn/out_proj", take(f"{src}/attention/linear_2/weight"),
-              take(f"{src}/attention/linear_2/bias"))
+        linear(f"{dst}/encoder_attn/out_proj", f"{src}/attention/linear_2")
         ffn(dst, src)
     norm("model/decoder/layer_norm", "decoder/layer_norm")
 
