@@ -32,11 +32,10 @@ def test_ct2_reader_consumes_every_variable_with_expected_shapes(name):
     # CT2 fuses q,k,v with a zero k bias: the reader must have found zeros there.
     fused_bias = variables["encoder/layer_0/self_attention/linear_0/bias"]
     assert np.all(fused_bias[d : 2 * d] == 0)
-    n_weights = sum(1 for _ in weights)
-    assert n_weights == len(load_whisper_weights_names(name))
+    assert len(weights) == len(hf_weight_names(name))
 
 
-def load_whisper_weights_names(name):
+def hf_weight_names(name):
     """Weight names of a freshly built HF TF Whisper of the bundled model's size."""
     from transformers import TFWhisperForConditionalGeneration, WhisperConfig
 

@@ -63,10 +63,6 @@ class SpecialTokens:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "SpecialTokens":
-        return cls(**data)
-
 
 class WhisperTokenizer:
     """Text <-> token ids with the model's own `tokenizer.json`, plus Whisper's prompt conventions."""
@@ -101,6 +97,3 @@ class WhisperTokenizer:
     def decode(self, token_ids: Iterable[int]) -> str:
         """Text of the ordinary tokens only (control and timestamp tokens dropped)."""
         return self.tokenizer.decode([t for t in token_ids if t < self.special.eot], skip_special_tokens=False)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
