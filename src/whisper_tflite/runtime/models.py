@@ -43,6 +43,7 @@ class LiteRtModel:
         """A copy of an output (the interpreter reuses its buffers at the next call)."""
         return self.interpreter.get_tensor(self.outputs[name])
 
+
 class TfliteStepper:
     """Runs a bundle's features, encoder and decoder_step for one 30 s window at a time.
 
