@@ -22,6 +22,7 @@ HOP_LENGTH = 160
 CHUNK_SECONDS = 30
 N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480000 samples in a 30 s window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames per window
+LOG_MEL_RANGE = 8.0  # decades of mel power kept below the loudest frame
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384000
 BLOCK_SECONDS = 10
@@ -134,6 +135,11 @@ def pad_or_trim(samples: np.ndarray, length: int = N_SAMPLES) -> np.ndarray:
     if samples.shape[-1] >= length:
         return samples[..., :length]
     return np.pad(samples, [(0, 0)] * (samples.ndim - 1) + [(0, length - samples.shape[-1])])
+
+
+def normalize_log_mel(log10_mel: np.ndarray, loudest: float) -> np.ndarray:
+    """Whisper's log-mel scale: at most `LOG_MEL_RANGE` decades below the loudest value, then (x + 4) / 4."""
+    return (np.maximum(log10_mel, loudest - LOG_MEL_RANGE) + 4.0) / 4.0
 
 
 def _first_line(error: Exception) -> str:

@@ -1,7 +1,7 @@
 """A bundle: a folder of .tflite files, `tokenizer.json` and `manifest.json` describing them (runtime side).
 
-`manifest.json` is the contract between conversion and runtime: roles, files, I/O specs, quantization, sha256,
-special tokens, languages, suppress lists and audio settings. The runtime trusts nothing else.
+`manifest.json` is the contract between conversion and runtime: roles, files, I/O specs, quantization, sha256 of
+every file, special tokens, languages, suppress lists, dims and audio settings. The runtime trusts nothing else.
 """
 
 from __future__ import annotations
@@ -14,10 +14,16 @@ from pathlib import Path
 from .errors import BundleError
 
 FORMAT = "whisper-tflite-bundle"
-FORMAT_VERSION = 1
+# 2: decoder_step returns the new K/V rows instead of whole caches; the prefill role; tokenizer.json's sha256
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
-ROLES = ("features", "encoder", "decoder_step", "decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
+DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_layers", "decoder_layers",
+        "decoder_heads")
+# What the runtime needs; the other roles are combined models for apps that want one file and one call.
+DEFAULT_MODELS = ("features", "encoder", "decoder_step", "prefill")
+ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder", "pcm_encoder", "encoder_decoder", "whisper",
+         "generator")
 
 
 def sha256_of(path: Path) -> str:
@@ -69,8 +75,12 @@ class Bundle:
         if extra:
             raise BundleError(f"{folder} holds model files its manifest does not list ({', '.join(extra)}); "
                               "remove them or convert the bundle again")
-        if not (folder / TOKENIZER).is_file():
+        tokenizer = folder / TOKENIZER
+        if not tokenizer.is_file():
             raise BundleError(f"{folder}: {TOKENIZER} is missing; convert the bundle again")
+        if verify and sha256_of(tokenizer) != manifest["tokenizer"]["sha256"]:
+            raise BundleError(f"{tokenizer} does not match its sha256 in {MANIFEST} (edited or replaced); "
+                              "convert the bundle again")
         return bundle
 
 
@@ -81,6 +91,9 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
     version = manifest.get("format_version")
     if not isinstance(version, int):
         raise BundleError(f"{where}: {MANIFEST} has no format_version")
+    if version < FORMAT_VERSION:
+        raise BundleError(f"{where}: bundle format {version} is older than this whisper-tflite reads "
+                          f"({FORMAT_VERSION}); convert the bundle again")
     if version > FORMAT_VERSION:
         raise BundleError(f"{where}: bundle format {version} is newer than this whisper-tflite reads "
                           f"({FORMAT_VERSION}); upgrade whisper-tflite")
@@ -92,9 +105,32 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
             raise BundleError(f"{where}: unknown model role {role!r}")
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("file", "sha256")):
             raise BundleError(f"{where}: the {role} entry lacks its file or sha256")
-        if Path(entry["file"]).name != entry["file"]:
+        if Path(entry["file"]).name != entry["file"] or not entry["file"]:
             raise BundleError(f"{where}: the {role} file {entry['file']!r} must be a plain file name")
-    for key, kind in (("special_tokens", dict), ("suppress_tokens", list), ("begin_suppress_tokens", list),
-                      ("languages", list), ("dims", dict)):
-        if not isinstance(manifest.get(key), kind):
-            raise BundleError(f"{where}: {MANIFEST} lacks {key}")
+        for side in ("inputs", "outputs"):
+            specs = entry.get(side)
+            if not isinstance(specs, list) or not all(
+                    isinstance(spec, dict) and isinstance(spec.get("name"), str) and _list_of(spec.get("shape"), int)
+                    for spec in specs):
+                raise BundleError(f"{where}: the {role} entry lacks its {side} (names and shapes)")
+    tokenizer = manifest.get("tokenizer")
+    if not isinstance(tokenizer, dict) or tokenizer.get("file") != TOKENIZER or \
+            not isinstance(tokenizer.get("sha256"), str):
+        raise BundleError(f"{where}: {MANIFEST} lacks the {TOKENIZER} entry with its sha256")
+    for key in ("suppress_tokens", "begin_suppress_tokens"):
+        if not _list_of(manifest.get(key), int):
+            raise BundleError(f"{where}: {MANIFEST} lacks {key} (a list of token ids)")
+    if not _list_of(manifest.get("languages"), str):
+        raise BundleError(f"{where}: {MANIFEST} lacks languages (a list of codes)")
+    dims = manifest.get("dims")
+    if not isinstance(dims, dict) or not isinstance(dims.get("multilingual"), bool) or \
+            not all(_positive_int(dims.get(key)) for key in DIMS):
+        raise BundleError(f"{where}: {MANIFEST} lacks dims ({', '.join(DIMS)} and multilingual)")
+
+
+def _list_of(value: object, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
+from .bundle import DEFAULT_MODELS
 from .errors import ConversionError, UsageError
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
@@ -76,13 +77,13 @@ DEFAULT_POLICY = {
     "features": "none",
     "encoder": "dynamic-int8",
     "decoder_step": "dynamic-int8",
+    "prefill": "dynamic-int8",
     "decoder": "dynamic-int8",
     "encoder_decoder": "dynamic-int8",
     "generator": "dynamic-int8",
     "pcm_encoder": "none",
     "whisper": "none",
 }
-DEFAULT_MODELS = ("features", "encoder", "decoder_step")
 ALL_MODELS = tuple(DEFAULT_POLICY)
 
 
@@ -104,11 +105,12 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
 
 def build_module(role: str, checkpoint):
     from .graphs.combined import Decoder, EncoderDecoder, Generator, PcmEncoder, Whisper
-    from .graphs.decoder import DecoderStep
+    from .graphs.decoder import DecoderPrefill, DecoderStep
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
 
-    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep, "decoder": Decoder,
+    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep, "prefill": DecoderPrefill,
+                "decoder": Decoder,
                 "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
                 "generator": Generator}
     return builders[role].from_checkpoint(checkpoint)
@@ -189,6 +191,7 @@ def convert(
                 "audio": {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
                           "chunk_seconds": CHUNK_SECONDS},
                 "models": entries,
+                "tokenizer": {"file": TOKENIZER, "sha256": sha256_of(staging / TOKENIZER)},
                 "tools": _tool_versions(),
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -65,8 +65,9 @@ class Decoder(GraphModule):
             write = tf.logical_and(sampling, tf.logical_not(ended))
             at_count = tf.cast(tf.equal(slots, count), tf.int32) * tf.cast(write, tf.int32)
             tokens = tokens * (1 - at_count) + chosen * at_count
-            return (position + 1, chosen, count + tf.cast(write, tf.int32), ended, tokens,
-                    *(out[name] for name in cache_names))
+            caches = [step.write_rows(cache, out[name.replace("self_", "new_")], tf.reshape(position, [1]))
+                      for name, cache in zip(cache_names, caches)]
+            return (position + 1, chosen, count + tf.cast(write, tf.int32), ended, tokens, *caches)
 
         def keep_going(position, token, count, done, tokens, *caches):
             return tf.logical_and(position < n_ctx, tf.logical_not(done))

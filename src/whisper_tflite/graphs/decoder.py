@@ -1,8 +1,10 @@
-"""One step of the text decoder with a fixed-size self-attention cache (sherpa-onnx style, for TFLite).
+"""The text decoder with a fixed-size self-attention cache (sherpa-onnx style, for TFLite).
 
-Shapes never change between steps: each layer's cache always holds `n_text_ctx` (448) positions and `offset`
-says where the new tokens go; slots after the newest token are masked with a large finite negative, never -inf.
-Caches and cross K/V are one tensor per layer: slicing a stacked tensor would copy it at every step.
+Shapes never change between calls: each layer's cache always holds `n_text_ctx` (448) positions, `offset` says
+how many of them are filled, and the slots from `offset` on are masked with a large finite negative (never
+-inf). A call returns only the keys and values of the tokens it was given; the caller writes those rows into
+the cache in place, so no call copies a whole cache in or out (at 448 slots that copy cost more than the
+step's arithmetic). Caches and cross K/V are one tensor per layer: slicing a stacked tensor copies it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from .base import NEG_INF, GraphModule, attend, dense, layer_norm, merge_heads, 
 
 
 class DecoderStep(GraphModule):
-    """tokens [1, n_tokens], offset [1], self_k_{i}/self_v_{i} [heads, 448, hd], cross_k_{i}/cross_v_{i}
-    [heads, 1500, hd] for each layer i -> logits [1, n_tokens, vocab] and the updated self_k_{i}/self_v_{i}."""
+    """tokens [1, n_tokens], offset [1], self_k_{i}/self_v_{i} [heads, 448, hd] (slots before `offset` filled),
+    cross_k_{i}/cross_v_{i} [heads, 1500, hd] for each layer i -> logits [1, n_tokens, vocab] and
+    new_k_{i}/new_v_{i} [heads, n_tokens, hd]: the rows for slots offset .. offset + n_tokens - 1."""
 
     role = "decoder_step"
 
@@ -49,31 +52,86 @@ class DecoderStep(GraphModule):
         return specs
 
     def call(self, inputs):
+        outputs, x = self._layers(inputs)
+        x = layer_norm(x, self.w, "model/decoder/layer_norm")
+        logits = tf.matmul(x, self.w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
+        outputs["logits"] = logits[tf.newaxis]
+        return outputs
+
+    def _layers(self, inputs):
+        """new_k_{i}/new_v_{i}, and the last layer's output [T, d]. Without cache inputs, the tokens are the
+        whole sequence, from position 0."""
         w = self.w
         tokens = inputs["tokens"]
-        positions = inputs["offset"] + tf.range(tokens.shape[1], dtype=tf.int32)  # [T]
+        count = tokens.shape[1]
+        has_cache = "self_k_0" in inputs
+        offset = inputs["offset"] if has_cache else tf.zeros([1], tf.int32)
         x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tokens[0])
-        x = x + tf.gather(w["model/decoder/embed_positions/weight"], positions)
-        slots = tf.range(self.n_ctx, dtype=tf.int32)
-        # write[s, t] = 1 where token t goes into cache slot s; token t sees slots up to its own position.
-        write = tf.cast(tf.equal(slots[:, None], positions[None, :]), tf.float32)  # [448, T]
-        keep = 1.0 - tf.reduce_sum(write, axis=1, keepdims=True)  # [448, 1]
-        bias = tf.cast(slots[None, :] > positions[:, None], tf.float32) * NEG_INF  # [T, 448]
+        x = x + tf.gather(w["model/decoder/embed_positions/weight"], offset + tf.range(count, dtype=tf.int32))
+        # Cache slots from `offset` on are empty; among the new tokens, each sees itself and those before it.
+        cache_bias = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)[tf.newaxis] * NEG_INF
+        causal_bias = tf.constant(
+            [[NEG_INF if j > t else 0.0 for j in range(count)] for t in range(count)], tf.float32)
         outputs = {}
         for i in range(self.layers):
             p = f"model/decoder/layers.{i}"
             h = layer_norm(x, w, f"{p}/self_attn_layer_norm")
             q, k, v = (split_heads(dense(h, w, f"{p}/self_attn/{n}_proj"), self.heads) for n in "qkv")
-            k_cache = inputs[f"self_k_{i}"] * keep + tf.matmul(write, k)  # [heads, 448, hd]
-            v_cache = inputs[f"self_v_{i}"] * keep + tf.matmul(write, v)
-            outputs[f"self_k_{i}"], outputs[f"self_v_{i}"] = k_cache, v_cache
-            x = x + dense(merge_heads(attend(q, k_cache, v_cache, bias)), w, f"{p}/self_attn/out_proj")
+            outputs[f"new_k_{i}"], outputs[f"new_v_{i}"] = k, v
+            if has_cache:
+                attended = _attend_two(q, (inputs[f"self_k_{i}"], inputs[f"self_v_{i}"], cache_bias),
+                                       (k, v, causal_bias))
+            else:
+                attended = attend(q, k, v, causal_bias)
+            x = x + dense(merge_heads(attended), w, f"{p}/self_attn/out_proj")
             h = layer_norm(x, w, f"{p}/encoder_attn_layer_norm")
             q = split_heads(dense(h, w, f"{p}/encoder_attn/q_proj"), self.heads)
             cross = attend(q, inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"])
             x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
             x = mlp(x, w, p)
-        x = layer_norm(x, w, "model/decoder/layer_norm")
-        logits = tf.matmul(x, w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
-        outputs["logits"] = logits[tf.newaxis]
-        return outputs
+        return outputs, x
+
+    def write_rows(self, cache: tf.Tensor, rows: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
+        """The cache with `rows` [heads, T, hd] written at slots offset .. offset + T - 1 (for graphs that keep
+        the cache in their own state)."""
+        slots = tf.range(self.n_ctx, dtype=tf.int32)
+        positions = offset + tf.range(rows.shape[1], dtype=tf.int32)
+        write = tf.cast(tf.equal(slots[:, None], positions[None, :]), tf.float32)  # [448, T]
+        keep = 1.0 - tf.reduce_sum(write, axis=1, keepdims=True)  # [448, 1]
+        return cache * keep + tf.matmul(write, rows)
+
+
+def _attend_two(q: tf.Tensor, first: tuple, second: tuple) -> tf.Tensor:
+    """Attention over two key/value blocks (keys, values, additive bias) as if they were concatenated, without
+    building the concatenation (a copy of the whole cache)."""
+    scale = q.shape[-1] ** -0.5
+    scores = [tf.matmul(q * scale, keys, transpose_b=True) + bias for keys, _, bias in (first, second)]
+    peak = tf.maximum(tf.reduce_max(scores[0], -1, keepdims=True), tf.reduce_max(scores[1], -1, keepdims=True))
+    weights = [tf.exp(s - peak) for s in scores]
+    total = tf.reduce_sum(weights[0], -1, keepdims=True) + tf.reduce_sum(weights[1], -1, keepdims=True)
+    mixed = tf.matmul(weights[0], first[1]) + tf.matmul(weights[1], second[1])
+    return mixed / total
+
+
+class DecoderPrefill(DecoderStep):
+    """The previous-text prompt in one call: tokens [1, n_text_ctx // 2] from position 0, cross_k_{i}/cross_v_{i}
+    -> new_k_{i}/new_v_{i} [heads, n_text_ctx // 2, hd], without logits (nobody reads a prompt's predictions).
+
+    The runtime pads the prompt to the fixed width; the padding's rows land in slots after the prompt, which
+    `DecoderStep` masks until it writes its own rows there, so they are never attended to."""
+
+    role = "prefill"
+
+    def __init__(self, weights: dict, config):
+        super().__init__(weights, config, n_tokens=config.max_target_positions // 2)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> "DecoderPrefill":
+        return cls(weights_of(checkpoint), checkpoint.model.config)
+
+    @property
+    def input_signature(self):
+        return [spec for spec in super().input_signature if spec.name == "tokens" or spec.name.startswith("cross_")]
+
+    def call(self, inputs):
+        return self._layers(inputs)[0]

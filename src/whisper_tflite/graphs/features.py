@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES
+from ..audio import HOP_LENGTH, LOG_MEL_RANGE, N_FFT, N_FRAMES, N_SAMPLES
 from .base import GraphModule
 
 
@@ -23,7 +23,10 @@ def dft_basis(n_fft: int = N_FFT) -> np.ndarray:
 
 
 class FeatureExtractor(GraphModule):
-    """PCM [480000] (30 s at 16 kHz, zero-padded by the caller) -> log-mel [1, n_mels, 3000]."""
+    """PCM [480000] (30 s at 16 kHz, zero-padded by the caller) -> log_mel [1, n_mels, 3000], normalized by the
+    window's loudest frame as Hugging Face's extractor does, and log10_mel [1, n_mels, 3000], the log10 mel power
+    before that normalization: the runtime normalizes a whole file by its loudest frame, as openai/whisper and
+    faster-whisper do for long audio."""
 
     role = "features"
 
@@ -57,7 +60,6 @@ class FeatureExtractor(GraphModule):
         bins = N_FFT // 2 + 1
         power = tf.square(spectrum[:, :bins]) + tf.square(spectrum[:, bins:])
         mel = tf.matmul(power, self.mel_filters)  # [3000, n_mels]
-        log_spec = tf.math.log(tf.maximum(mel, 1e-10)) * (1.0 / np.log(10.0))
-        log_spec = tf.maximum(log_spec, tf.reduce_max(log_spec) - 8.0)
-        log_spec = (log_spec + 4.0) / 4.0
-        return {"log_mel": tf.transpose(log_spec)[tf.newaxis]}
+        log10_mel = tf.transpose(tf.math.log(tf.maximum(mel, 1e-10)) * (1.0 / np.log(10.0)))[tf.newaxis]
+        log_mel = (tf.maximum(log10_mel, tf.reduce_max(log10_mel) - LOG_MEL_RANGE) + 4.0) / 4.0
+        return {"log_mel": log_mel, "log10_mel": log10_mel}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from ..audio import N_SAMPLES, pad_or_trim
+from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, normalize_log_mel, pad_or_trim
 from ..bundle import Bundle
 from ..errors import BundleError
 
@@ -23,6 +23,7 @@ class LiteRtModel:
             raise BundleError(f"{path} is not a loadable TFLite model ({e}); convert the bundle again") from None
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         self.inputs = {name: d["index"] for name, d in inputs.items()}
+        self.input_shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in inputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
         entry = bundle.models[role]
         for listed, actual in ((entry.get("inputs"), inputs), (entry.get("outputs"), outputs)):
@@ -43,47 +44,107 @@ class LiteRtModel:
         """A copy of an output (the interpreter reuses its buffers at the next call)."""
         return self.interpreter.get_tensor(self.outputs[name])
 
+    def input_view(self, name: str) -> np.ndarray:
+        """The input's own buffer, to change in place; valid until the next call (never kept across one)."""
+        return self.interpreter.tensor(self.inputs[name])()
+
+
+CONTEXT_FRAMES = 2  # a frame spans n_fft = 400 samples: 1.25 hops either side of its centre
+
 
 class TfliteStepper:
-    """Runs a bundle's features, encoder and decoder_step for one 30 s window at a time.
+    """Runs a bundle's features, encoder, prefill and decoder_step for one 30 s window at a time.
 
-    `begin` encodes a window and hands its cross K/V to the decoder once; `step` feeds one token at the next
-    position and returns that position's logits; `reset` starts a new token sequence on the same audio.
+    `begin` encodes a window and hands its cross K/V to the decoders once; `prefill` feeds a prompt in one call;
+    `step` feeds one token at the next position and returns that position's logits; `reset` starts a new token
+    sequence on the same audio. The K/V rows each call returns are written into decoder_step's cache inputs in
+    place: the cache never leaves the interpreter.
     """
 
     def __init__(self, bundle: Bundle, threads: int | None):
         self.features = LiteRtModel(bundle, "features", threads)
         self.encoder = LiteRtModel(bundle, "encoder", threads)
         self.decoder = LiteRtModel(bundle, "decoder_step", threads)
-        self.layers = bundle.manifest["dims"]["decoder_layers"]
+        # Without a prefill model (it is optional), prompts are fed one token per step.
+        self.prefiller = LiteRtModel(bundle, "prefill", threads) if "prefill" in bundle.models else None
         self.n_ctx = bundle.manifest["dims"]["n_text_ctx"]
-        self.cache_names = [f"self_{kv}_{i}" for i in range(self.layers) for kv in "kv"]
-        shapes = {d["index"]: tuple(d["shape"]) for d in self.decoder.interpreter.get_input_details()}
-        self._zero_caches = {name: np.zeros(shapes[self.decoder.inputs[name]], np.float32)
-                             for name in self.cache_names}
+        layers = bundle.manifest["dims"]["decoder_layers"]
+        self.rows = {f"new_{kv}_{i}": f"self_{kv}_{i}" for i in range(layers) for kv in "kv"}
+        caches = {name: shape for name, shape in self.decoder.input_shapes.items() if name.startswith("self_")}
+        if set(caches) != set(self.rows.values()) or any(shape[1] != self.n_ctx for shape in caches.values()):
+            raise BundleError(f"{bundle.folder}: the manifest's dims ({layers} decoder layers, {self.n_ctx} text "
+                              "positions) do not match decoder_step's caches; convert the bundle again")
+        for cache in self.rows.values():  # masked slots are multiplied by 0: uninitialized NaNs would leak
+            self.decoder.input_view(cache)[...] = 0.0
         self.offset = 0
 
     def log_mel(self, window: np.ndarray) -> np.ndarray:
+        """[1, n_mels, 3000] of up to 30 s of samples, zero-padded and normalized on their own (Hugging Face's
+        `WhisperFeatureExtractor`)."""
         self.features.run(pcm=pad_or_trim(window.astype(np.float32, copy=False), N_SAMPLES))
         return self.features.output("log_mel")
 
-    def begin(self, window: np.ndarray) -> None:
-        """Encodes up to 30 s of 16 kHz samples (zero-padded) and loads its cross K/V into the decoder."""
-        self.encoder.run(log_mel=self.log_mel(window))
+    def whole_log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """[n_mels, len(audio) // 160] of a whole recording, as openai/whisper and faster-whisper compute it for
+        long audio: one STFT over the file, normalized by the file's loudest frame.
+
+        The features model sees 30 s at a time; each chunk starts 2 frames before the frames it contributes, so
+        every frame but the file's first two (reflect-padded, as in a whole-file STFT) has its real neighbours.
+        """
+        frames = len(audio) // HOP_LENGTH
+        stride = N_FRAMES - 2 * CONTEXT_FRAMES
+        log10_mel = None
+        for first in range(0, frames, stride):
+            skip = min(first, CONTEXT_FRAMES)
+            start = (first - skip) * HOP_LENGTH
+            self.features.run(pcm=pad_or_trim(audio[start : start + N_SAMPLES].astype(np.float32, copy=False)))
+            chunk = self.features.output("log10_mel")[0, :, skip : skip + stride]
+            if log10_mel is None:
+                log10_mel = np.empty((chunk.shape[0], frames), np.float32)
+            log10_mel[:, first : first + stride] = chunk[:, : frames - first]
+        return normalize_log_mel(log10_mel, float(log10_mel.max()))
+
+    def begin(self, log_mel: np.ndarray) -> None:
+        """Encodes a log-mel window [1, n_mels, 3000] and loads its cross K/V into the decoders."""
+        self.encoder.run(log_mel=log_mel)
         for name in self.encoder.outputs:
             if name.startswith("cross_"):
-                self.decoder.set(**{name: self.encoder.output(name)})
+                cross = self.encoder.output(name)
+                self.decoder.set(**{name: cross})
+                if self.prefiller is not None:
+                    self.prefiller.set(**{name: cross})
         self.reset()
 
     def reset(self) -> None:
-        self.decoder.set(**self._zero_caches)
+        """A new sequence: the offset masks every cache slot, so stale rows need no clearing."""
         self.offset = 0
+
+    def prefill(self, tokens: list[int]) -> None:
+        """Feeds the prompt from position 0 in one call. The padding's rows go to slots after the prompt, which
+        stay masked until a step writes its own row there."""
+        if self.prefiller is None or len(tokens) < 2:
+            for token in tokens:
+                self.step(token)
+            return
+        width = self.prefiller.input_shapes["tokens"][-1]
+        if self.offset != 0 or len(tokens) > width:
+            raise IndexError(f"a prefill takes at most {width} tokens, from the first position")
+        padded = np.full([1, width], tokens[-1], np.int32)
+        padded[0, : len(tokens)] = tokens
+        self.prefiller.run(tokens=padded)
+        self._write_rows(self.prefiller)
+        self.offset = len(tokens)
 
     def step(self, token: int) -> np.ndarray:
         if self.offset >= self.n_ctx:
-            raise IndexError("the decoder's 448-token context is full")
+            raise IndexError(f"the decoder's {self.n_ctx}-token context is full")
         self.decoder.run(tokens=np.array([[token]], np.int32), offset=np.array([self.offset], np.int32))
-        for name in self.cache_names:
-            self.decoder.set(**{name: self.decoder.output(name)})
+        logits = self.decoder.output("logits")[0, -1]
+        self._write_rows(self.decoder)
         self.offset += 1
-        return self.decoder.output("logits")[0, -1]
+        return logits
+
+    def _write_rows(self, model: LiteRtModel) -> None:
+        for new, cache in self.rows.items():
+            rows = model.output(new)
+            self.decoder.input_view(cache)[:, self.offset : self.offset + rows.shape[1]] = rows
