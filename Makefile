@@ -23,7 +23,6 @@ test: $(BIN)/whisper-tflite
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/whisper-tflite
-	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/run.py
 
 clean:

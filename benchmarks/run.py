@@ -6,7 +6,7 @@ them) in its own worker process, greedy, no VAD, language given, the same thread
 docs/benchmarks.png.
 
 Run: .venv/bin/python benchmarks/run.py [--models tiny.en,base] [--rounds 5] [--threads 2]
-(needs the `bench` extra: pip install -e ".[bench]")
+(needs the `dev` extra: pip install -e ".[dev]")
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ def _tflite_worker(path: str, threads: int):
 
     transcriber = Transcriber(path, threads=threads)
     stepper = transcriber.stepper
-    stages = {"features": 0.0, "encoder": 0.0, "decoder": 0.0, "tokens": 0}
-    log_mel, encode, step = stepper.log_mel, stepper.encoder.run, stepper.step
+    stages = {"features": 0.0, "encoder": 0.0, "prefill": 0.0, "decoder": 0.0, "tokens": 0}
 
     def timed(key, function):
         def wrapper(*args, **kwargs):
@@ -57,8 +56,10 @@ def _tflite_worker(path: str, threads: int):
             return result
         return wrapper
 
-    stepper.log_mel, stepper.encoder.run, stepper.step = timed("features", log_mel), timed("encoder", encode), \
-        timed("decoder", step)
+    stepper.whole_log_mel = timed("features", stepper.whole_log_mel)
+    stepper.encoder.run = timed("encoder", stepper.encoder.run)
+    stepper.prefill = timed("prefill", stepper.prefill)
+    stepper.step = timed("decoder", stepper.step)
 
     def run(audio, language):
         for key in stages:
@@ -141,7 +142,7 @@ def worker_main(kind: str, path: str, threads: int) -> None:
 
 class Worker:
     def __init__(self, name: str, kind: str, path: Path | str, threads: int, size_mb: float):
-        self.name, self.size_mb = name, size_mb
+        self.name, self.kind, self.size_mb = name, kind, size_mb
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", kind, str(path), "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -221,6 +222,24 @@ def choose_clips(model: str):
 
 # ---------------------------------------------------------------- measurement and report
 
+def long_recording():
+    """Every English clip with a transcript, joined with 1 s gaps (the tests' recording (a)), as a WAV file in
+    the cache, so that each worker decodes it like any other file."""
+    import soundfile
+
+    from whisper_tflite.audio import SAMPLE_RATE, load_audio
+    from whisper_tflite.evaluation import join_clips, read_manifest
+
+    clips = [c for c in read_manifest(AUDIO) if c.language == "en" and c.reference]
+    recording = join_clips("English clips, 1 s gaps", clips, lambda clip: load_audio(clip.path))
+    path = CACHE / "long-english.wav"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path.with_suffix(".partial.wav"), recording.audio, SAMPLE_RATE, subtype="FLOAT")
+        path.with_suffix(".partial.wav").rename(path)
+    return path, recording
+
+
 def measure(model: str, rounds: int, threads: int) -> dict:
     from whisper_tflite.evaluation import error_rate
 
@@ -231,11 +250,20 @@ def measure(model: str, rounds: int, threads: int) -> dict:
         size = _folder_mb(path) if isinstance(path, Path) else float("nan")
         workers.append(Worker(name, kind, path, threads, size))
     runs = {w.name: [[None] * len(clips) for _ in range(rounds)] for w in workers}
+    long_path, recording = long_recording()
+    long_workers = [w for w in workers if w.kind != "reference"]  # HF generate decodes the first 30 s only
+    long_runs = {w.name: [] for w in long_workers}
     for r in range(rounds):
         for i, clip in enumerate(clips):
             for worker in workers:  # interleaved: every system sees the same moment of the machine
                 runs[worker.name][r][i] = worker.ask(clip.path, clip.language)
+        for worker in long_workers:
+            long_runs[worker.name].append(worker.ask(long_path, "en"))
         print(f"{model}: round {r + 1}/{rounds} done", file=sys.stderr)
+    long_form = [{"system": name, "wall_median_s": statistics.median(x["wall_s"] for x in rows),
+                  "wall_min_s": min(x["wall_s"] for x in rows), "wall_max_s": max(x["wall_s"] for x in rows),
+                  "wer": error_rate([recording.reference], [rows[0]["text"]], "en")}
+                 for name, rows in long_runs.items()]
     audio_s = sum(c.duration for c in clips)
     results = []
     for worker in workers:
@@ -252,6 +280,7 @@ def measure(model: str, rounds: int, threads: int) -> dict:
             tokens = sum(s["tokens"] for s in stage_rows)
             stages = {"features_ms": 1000 * sum(s["features"] for s in stage_rows) / len(stage_rows),
                       "encoder_ms": 1000 * sum(s["encoder"] for s in stage_rows) / len(stage_rows),
+                      "prefill_ms": 1000 * sum(s["prefill"] for s in stage_rows) / len(stage_rows),
                       "ms_per_token": 1000 * sum(s["decoder"] for s in stage_rows) / max(tokens, 1)}
         results.append({
             "system": worker.name, "load_s": worker.load_s, "size_mb": worker.size_mb,
@@ -261,7 +290,8 @@ def measure(model: str, rounds: int, threads: int) -> dict:
             "wer_en": error_rate(*map(list, zip(*english)), "en") if english else None,
             "scores": scores, "stages": stages, "peak_rss_mb": worker.close(),
         })
-    return {"model": model, "clips": len(clips), "audio_s": audio_s, "rounds": rounds, "results": results}
+    return {"model": model, "clips": len(clips), "audio_s": audio_s, "rounds": rounds, "results": results,
+            "long_form": {"audio_s": recording.duration, "results": long_form}}
 
 
 def machine() -> dict:
@@ -301,18 +331,32 @@ def report(measurements: list[dict], threads: int, info: dict) -> str:
             lines.append(f"| {r['system']} | {r['wall_median_s']:.2f} [{r['wall_min_s']:.2f} - "
                          f"{r['wall_max_s']:.2f}] | {r['rtf']:.3f} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} | "
                          f"{size} | {r['error_mean']:.2%} | {wer} | {others} |")
-        lines += ["", "Stages of whisper-tflite (mean per clip; decoder per token, prompt included):", "",
-                  "| system | features ms | encoder ms | decoder ms/token |", "|---|---:|---:|---:|"]
+        lines += ["", "Stages of whisper-tflite (mean per clip; decoder per step, prompt tokens after the prefill "
+                  "included):", "",
+                  "| system | features ms | encoder ms | prefill ms | decoder ms/step |", "|---|---:|---:|---:|---:|"]
         for r in m["results"]:
             if r["stages"]:
                 s = r["stages"]
                 lines.append(f"| {r['system']} | {s['features_ms']:.1f} | {s['encoder_ms']:.1f} | "
-                             f"{s['ms_per_token']:.2f} |")
+                             f"{s.get('prefill_ms', 0):.1f} | {s['ms_per_token']:.2f} |")
         fw = next(r for r in m["results"] if r["system"] == "faster-whisper int8")
         default = next(r for r in m["results"] if r["system"].endswith("(default)"))
         lines += ["", f"Default bundle vs faster-whisper int8: wall time x{default['wall_median_s'] / fw['wall_median_s']:.2f}, "
                   f"peak RSS x{default['peak_rss_mb'] / fw['peak_rss_mb']:.2f}, "
                   f"mean error {default['error_mean']:.2%} vs {fw['error_mean']:.2%}.", ""]
+        long_form = m.get("long_form")
+        if long_form:
+            lines += [f"### Long form: the English clips joined with 1 s gaps ({long_form['audio_s']:.0f} s), "
+                      "each system with its own long-form algorithm and default options, greedy", "",
+                      "| system | wall s | RTF | WER |", "|---|---:|---:|---:|"]
+            for r in long_form["results"]:
+                lines.append(f"| {r['system']} | {r['wall_median_s']:.2f} [{r['wall_min_s']:.2f} - "
+                             f"{r['wall_max_s']:.2f}] | {r['wall_median_s'] / long_form['audio_s']:.3f} | "
+                             f"{r['wer']:.2%} |")
+            fw = next(r for r in long_form["results"] if r["system"] == "faster-whisper int8")
+            default = next(r for r in long_form["results"] if r["system"].endswith("(default)"))
+            lines += ["", f"Default bundle vs faster-whisper int8 on the long recording: wall time "
+                      f"x{default['wall_median_s'] / fw['wall_median_s']:.2f}.", ""]
     return "\n".join(lines)
 
 

@@ -53,6 +53,14 @@ def tiny_en():
 
 
 @pytest.fixture(scope="session")
+def tiny_en_ct2():
+    """The bundled tiny.en as a CTranslate2 folder, for faster-whisper: the oracle of decoding behaviour."""
+    from whisper_tflite.sources import bundled_ct2_folder
+
+    return bundled_ct2_folder("tiny.en", REPO / ".cache" / "ct2")
+
+
+@pytest.fixture(scope="session")
 def base():
     from whisper_tflite.sources import load_whisper
 
@@ -95,24 +103,42 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE_CACHE = REPO / ".cache" / "bundles"
 
 
+CONVERSION_STACK = ("tensorflow", "tf-keras", "keras", "flatbuffers", "ml-dtypes", "transformers", "numpy",
+                    "ai-edge-litert")
+
+
 def _code_version() -> str:
-    """Changes whenever anything that shapes a converted model changes: the package's source and pins."""
+    """Changes whenever anything that shapes a converted model changes: the package's source and pins, the
+    installed conversion stack and the Python that runs it."""
     import hashlib
+    import sys
+    from importlib.metadata import version
 
     digest = hashlib.sha256()
     for path in sorted((REPO / "src" / "whisper_tflite").rglob("*.py")):
         digest.update(path.relative_to(REPO).as_posix().encode())
         digest.update(path.read_bytes())
     digest.update((REPO / "pyproject.toml").read_bytes())
+    digest.update(" ".join([sys.version, *(f"{name}={version(name)}" for name in CONVERSION_STACK)]).encode())
     return digest.hexdigest()[:12]
+
+
+def pytest_sessionstart(session):
+    import whisper_tflite
+
+    package = Path(whisper_tflite.__file__).resolve()
+    if not package.is_relative_to(REPO / "src"):
+        pytest.exit(f"whisper_tflite is imported from {package}, not from this checkout ({REPO}/src)", returncode=3)
 
 
 @pytest.fixture(scope="session")
 def bundle_for():
-    """Converts (source, quantize) once, into an on-disk cache keyed by the code version; stale entries go."""
+    """Converts each (source, per-role quantization plan) once, into an on-disk cache keyed by the code version;
+    stale entries go. Two requests with the same plan (e.g. `dynamic-int8` and the default policy) share one."""
+    import hashlib
     import shutil
 
-    from whisper_tflite.conversion import DEFAULT_MODELS, convert
+    from whisper_tflite.conversion import DEFAULT_MODELS, convert, quantization_plan
 
     version = _code_version()
     if BUNDLE_CACHE.is_dir():
@@ -121,10 +147,11 @@ def bundle_for():
                 shutil.rmtree(stale, ignore_errors=True)
 
     def get(source: str, quantize: str | None = "none", models: tuple[str, ...] = DEFAULT_MODELS) -> Path:
-        tag = "" if models == DEFAULT_MODELS else "-" + "+".join(models)
-        path = BUNDLE_CACHE / f"{source}-{quantize or 'default'}{tag}-{version}"
+        plan = quantization_plan(quantize, models)
+        key = hashlib.sha256(repr(sorted(plan.items())).encode()).hexdigest()[:8]
+        path = BUNDLE_CACHE / f"{source}-{key}-{version}"
         if not (path / "manifest.json").is_file():
-            convert(source, path, quantize=quantize, models=models, force=True, progress=False)
+            convert(source, path, quantize=plan, models=models, force=True, progress=False)
         return path
 
     return get

@@ -17,7 +17,7 @@ def bundle_greedy_tokens(transcriber, audio, language):
                                timestamps=False)
     prompt = tokenizer.prompt(language, "transcribe", timestamps=False)
     stepper = transcriber.stepper
-    stepper.begin(audio[:N_SAMPLES])
+    stepper.begin(stepper.log_mel(audio[:N_SAMPLES]))
     result = decode_window(stepper, tokenizer, logit_filter, prompt, sample_len=stepper.n_ctx - len(prompt))
     ended = len(prompt) + len(result.tokens) < stepper.n_ctx
     return prompt + result.tokens + ([tokenizer.special.eot] if ended else [])
@@ -40,17 +40,16 @@ def reference_gap_at(checkpoint, features, tokens: list[int], index: int, prompt
     return float(top_two[1] - top_two[0])
 
 
-def assert_parity(pairs, checkpoint, max_fraction_differing=1 / 20):
-    """`pairs`: (name, ours, reference tokens, reference features, prompt length). Differences must be near
-    ties in the reference, and rare."""
+def assert_parity(pairs, checkpoint):
+    """`pairs`: (name, ours, reference tokens, reference features, prompt length). Every pair must be
+    token-identical (the README says "N/N"); a difference is reported with the reference's top-two gap at the
+    first differing token, which tells a near tie from a defect."""
     differing = []
     for name, ours, reference, features, prompt_length in pairs:
         index = first_difference(ours, reference)
         if index is None:
             continue
         gap = reference_gap_at(checkpoint, features, reference, index, prompt_length)
-        print(f"{name}: differs at token {index} (reference top-two gap {gap:.2e})")
-        assert gap <= 1e-3, f"{name}: first difference at token {index} is not a near tie (gap {gap:.3g})"
-        differing.append(name)
+        differing.append(f"{name}: differs at token {index} (reference top-two gap {gap:.2e})")
     print(f"{len(pairs) - len(differing)}/{len(pairs)} clips token-identical")
-    assert len(differing) <= max_fraction_differing * len(pairs), differing
+    assert not differing, differing

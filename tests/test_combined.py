@@ -133,9 +133,24 @@ def test_generator_and_whisper_never_crash(tiny_en, tiny_combined, english_clips
             outputs.add((tuple(whisper), tuple(generated["sequences"][0].tolist())))
         assert len(outputs) == 1, f"{name}: runs disagree"
         whisper, generated = outputs.pop()
-        print(f"{name}: whisper {tiny_en.tokenizer.decode(whisper, skip_special_tokens=True)!r}, "
-              f"generator {tiny_en.tokenizer.decode(generated, skip_special_tokens=True)!r}")
+        texts = (tiny_en.tokenizer.decode(whisper, skip_special_tokens=True),
+                 tiny_en.tokenizer.decode(generated, skip_special_tokens=True))
+        print(f"{name}: whisper {texts[0]!r}, generator {texts[1]!r}")
         assert len(generated) == 448 and generated[:2] == tuple(prompt)
+        if name == "speech":
+            assert all("ask not what your country" in text.lower().replace(",", "") for text in texts)
+        else:  # the README: no silence gate inside a graph, so both say " you" (the runtime's gate skips it)
+            assert texts == (" you", " you"), texts
+
+
+def test_pcm_encoder_equals_features_then_encoder(tiny_combined, english_clips, audio_cache):
+    runners = Runners(tiny_combined, ("features", "encoder", "pcm_encoder"))
+    pcm = pad_or_trim(audio_cache(english_clips[0]))
+    together = runners.runners["pcm_encoder"](pcm=pcm)
+    apart = runners.runners["encoder"](log_mel=runners.runners["features"](pcm=pcm)["log_mel"])
+    assert set(together) == set(apart)
+    for name, value in apart.items():
+        np.testing.assert_allclose(together[name], value, atol=1e-4, err_msg=name)
 
 
 def test_combined_models_are_builtin_and_static(tiny_combined, base_combined):

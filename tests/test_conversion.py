@@ -34,18 +34,73 @@ def _check_model_file(path):
                 assert np.isfinite(values).all(), (path.name, tensor.name)
 
 
+# The README's I/O table, written out for tiny.en (d 384, 6 heads of 64, 4 decoder layers, vocab 51864).
+_CACHE, _CROSS = [6, 448, 64], [6, 1500, 64]
+_LAYERS = range(4)
+TINY_EN_IO = {
+    "features": ({"pcm": [480000]}, {"log_mel": [1, 80, 3000], "log10_mel": [1, 80, 3000]}),
+    "encoder": ({"log_mel": [1, 80, 3000]},
+                {"hidden": [1, 1500, 384], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}}),
+    "decoder_step": ({"tokens": [1, 1], "offset": [1], **{f"self_{kv}_{i}": _CACHE for i in _LAYERS for kv in "kv"},
+                      **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
+                     {"logits": [1, 1, 51864], **{f"new_{kv}_{i}": [6, 1, 64] for i in _LAYERS for kv in "kv"}}),
+    "prefill": ({"tokens": [1, 224], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
+                {f"new_{kv}_{i}": [6, 224, 64] for i in _LAYERS for kv in "kv"}),
+}
+INT32_INPUTS = {"tokens", "offset"}
+# What each --quantize value must give per role (the features graph always stays float32).
+EXPECTED_PLAN = {
+    "none": dict.fromkeys(TINY_EN_IO, "none"),
+    "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16"},
+    "dynamic-int8": {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
+                     "prefill": "dynamic-int8"},
+    None: {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
+           "prefill": "dynamic-int8"},
+}
+_TENSOR_TYPES = {0: "float32", 1: "float16", 9: "int8"}
+
+
+def constant_bytes(path) -> dict[str, int]:
+    """Bytes of constant (weight) tensors by element type, read from the flatbuffer."""
+    model = flatbuffer_utils.read_model(str(path))
+    sizes: dict[str, int] = {}
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            data = model.buffers[tensor.buffer].data
+            if data is not None and len(data) > 1024:
+                name = _TENSOR_TYPES.get(tensor.type, str(tensor.type))
+                sizes[name] = sizes.get(name, 0) + len(data)
+    return sizes
+
+
 @pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic-int8", None])
 def test_bundle_files_are_builtin_static_and_finite(bundle_for, quantize):
     folder = bundle_for("tiny.en", quantize)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["models"]) == {"features", "encoder", "decoder_step"}
+    assert set(manifest["models"]) == set(TINY_EN_IO)
+    assert manifest["tokenizer"]["sha256"] == sha256_of(folder / "tokenizer.json")
     for role, entry in manifest["models"].items():
         path = folder / entry["file"]
-        assert sha256_of(path) == entry["sha256"]
+        assert sha256_of(path) == entry["sha256"] and entry["bytes"] == path.stat().st_size
         _check_model_file(path)
         runner = Interpreter(model_path=str(path)).get_signature_runner()
-        listed = {spec["name"]: spec["shape"] for spec in entry["inputs"]}
-        assert listed == {n: list(d["shape"]) for n, d in runner.get_input_details().items()}
+        inputs, outputs = TINY_EN_IO[role]
+        assert {n: list(d["shape"]) for n, d in runner.get_input_details().items()} == inputs, role
+        assert {n: list(d["shape"]) for n, d in runner.get_output_details().items()} == outputs, role
+        assert {spec["name"]: spec["shape"] for spec in entry["inputs"]} == inputs, role
+        assert {spec["name"]: spec["shape"] for spec in entry["outputs"]} == outputs, role
+        assert all(spec["dtype"] == ("int32" if spec["name"] in INT32_INPUTS else "float32")
+                   for spec in entry["inputs"] + entry["outputs"]), role
+
+        quantization = EXPECTED_PLAN[quantize][role]
+        assert entry["quantization"] == quantization, role
+        weights = constant_bytes(path)
+        total = sum(weights.values())
+        expected_type = {"none": "float32", "fp16": "float16", "dynamic-int8": "int8"}[quantization]
+        # Most weight bytes are of the quantized type (the encoder's float32 position table is 2.3 MB of 11).
+        assert weights.get(expected_type, 0) >= 0.6 * total, (role, quantization, weights)
+        if quantization == "none":
+            assert set(weights) == {"float32"}, (role, weights)
     assert manifest["special_tokens"]["eot"] == 50256 and manifest["dims"]["n_mels"] == 80
     assert manifest["tools"]["tensorflow"] == "2.21.0"
 
@@ -104,7 +159,9 @@ def test_prompt_in_one_call_equals_step_by_step(tiny_en, tiny_en_reference, engl
     caches = dict(empty)
     for position, token in enumerate(tokens):
         out = single(tokens=[[token]], offset=[position], **caches, **cross)
-        caches = {name: out[name] for name in empty}
+        for name in empty:
+            caches[name] = caches[name].copy()
+            caches[name][:, position] = out[name.replace("self_", "new_")][:, 0]
+            np.testing.assert_allclose(caches[name][:, position], at_once[name.replace("self_", "new_")][:, position],
+                                       atol=1e-4)
         np.testing.assert_allclose(out["logits"][0, 0], at_once["logits"][0, position], atol=1e-3)
-    for name in empty:
-        np.testing.assert_allclose(caches[name], at_once[name], atol=1e-4)

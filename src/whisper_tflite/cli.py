@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .bundle import DEFAULT_MODELS
+from .runtime.transcriber import TranscriptionOptions
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
@@ -30,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--quantize", type=_quantize_option, metavar="|".join(QUANTIZE_CHOICES),
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy in the README]")
-    convert.add_argument("--models", default="features,encoder,decoder_step",
-                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, decoder, "
-                              "pcm_encoder, encoder_decoder, whisper, generator [features,encoder,decoder_step]")
+    convert.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
+                              f"decoder, pcm_encoder, encoder_decoder, whisper, generator [{','.join(DEFAULT_MODELS)}]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -46,7 +48,40 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--output-dir", type=Path, help="write FILE.<format> there instead of stdout")
     transcribe.add_argument("--threads", type=int, help="interpreter threads [min(4, cores)]")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
+    decoding = transcribe.add_argument_group("decoding (faster-whisper's options and defaults)")
+    decoding.add_argument("--temperature", type=_temperatures, default=TranscriptionOptions.temperature,
+                          metavar="T[,T...]", help="temperature, or the fallback sequence "
+                          f"[{','.join(f'{t:g}' for t in TranscriptionOptions.temperature)}]")
+    decoding.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction, default=True,
+                          help="prompt each window with the text before it [on]")
+    decoding.add_argument("--initial-prompt", metavar="TEXT",
+                          help="text to prompt the first window with (names, spelling, style)")
+    for name, default, meaning in (
+            ("compression-ratio-threshold", TranscriptionOptions.compression_ratio_threshold,
+             "retry hotter when the text compresses better than this (a loop)"),
+            ("log-prob-threshold", TranscriptionOptions.log_prob_threshold,
+             "retry hotter when the average log-probability is below this"),
+            ("no-speech-threshold", TranscriptionOptions.no_speech_threshold,
+             "skip a window whose no-speech probability is above this and whose text is unsure")):
+        decoding.add_argument(f"--{name}", type=_optional_float, default=default,
+                              metavar="X|none", help=f"{meaning}; none turns the check off [{default:g}]")
     return parser
+
+
+def _temperatures(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number or comma-separated numbers") from None
+
+
+def _optional_float(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number or none") from None
 
 
 def _quantize_option(text: str) -> str | dict[str, str]:
@@ -112,7 +147,12 @@ def _transcribe(args) -> int:
                 bar.update(advance)
 
         try:
-            result = transcriber.transcribe(file, language=language, task=args.task, progress=progress)
+            result = transcriber.transcribe(
+                file, language=language, task=args.task, temperature=args.temperature,
+                compression_ratio_threshold=args.compression_ratio_threshold,
+                log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
+                condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
+                progress=progress)
         except AudioError as e:
             print(f"whisper-tflite: error: {e}", file=sys.stderr)
             failed.append(str(file))

@@ -72,3 +72,63 @@ def approximate_log_mel_nfft512(audio: np.ndarray, n_mels: int = 80) -> np.ndarr
     log_spec = tf.math.log(tf.maximum(tf.matmul(power, filters.astype(np.float32)), 1e-10)) / np.log(10.0)
     log_spec = tf.maximum(log_spec, tf.reduce_max(log_spec) - 8.0)
     return ((log_spec + 4.0) / 4.0).numpy().T[np.newaxis]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Clips joined into one long 16 kHz recording, with where each clip's speech lies in it."""
+
+    name: str
+    audio: np.ndarray
+    spans: list[tuple[float, float, str]]  # (start s, end s, reference text) of each clip
+
+    @property
+    def reference(self) -> str:
+        return " ".join(text for _, _, text in self.spans)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / 16000
+
+
+def join_clips(name: str, clips: list[Clip], load, gap_seconds: float = 1.0) -> Recording:
+    """The clips one after another with `gap_seconds` of digital silence between them; `load(clip)` gives a
+    clip's 16 kHz samples."""
+    from .audio import SAMPLE_RATE
+
+    gap = np.zeros(round(gap_seconds * SAMPLE_RATE), np.float32)
+    pieces, spans, position = [], [], 0
+    for i, clip in enumerate(clips):
+        if i:
+            pieces.append(gap)
+            position += len(gap)
+        samples = load(clip)
+        spans.append((position / SAMPLE_RATE, (position + len(samples)) / SAMPLE_RATE, clip.reference))
+        pieces.append(samples)
+        position += len(samples)
+    return Recording(name, np.concatenate(pieces), spans)
+
+
+@dataclass(frozen=True)
+class OracleSegment:
+    start: float
+    end: float
+    text: str
+
+
+def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type: str, threads: int = 2,
+                              **options) -> list[OracleSegment]:
+    """faster-whisper's segments for 16 kHz samples, greedy (beam_size=1, best_of=1) unless `options` say
+    otherwise: the independent oracle for decoding behaviour (long-form, fallback). Models are cached."""
+    key = (str(model), compute_type, threads)
+    if key not in _FASTER_WHISPER:
+        from faster_whisper import WhisperModel
+
+        _FASTER_WHISPER[key] = WhisperModel(str(model), device="cpu", compute_type=compute_type,
+                                            cpu_threads=threads, num_workers=1)
+    options = {"beam_size": 1, "best_of": 1, "language": "en", **options}
+    segments, _ = _FASTER_WHISPER[key].transcribe(audio, **options)
+    return [OracleSegment(s.start, s.end, s.text) for s in segments]
+
+
+_FASTER_WHISPER: dict = {}

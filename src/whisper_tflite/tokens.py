@@ -94,6 +94,10 @@ class WhisperTokenizer:
             tokens.append(self.special.no_timestamps)
         return tokens
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ordinary text (an initial prompt), without special tokens."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
     def decode(self, token_ids: Iterable[int]) -> str:
         """Text of the ordinary tokens only (control and timestamp tokens dropped)."""
         return self.tokenizer.decode([t for t in token_ids if t < self.special.eot], skip_special_tokens=False)

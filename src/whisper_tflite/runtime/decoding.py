@@ -20,9 +20,16 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1.0 s
 class Stepper(Protocol):
     n_ctx: int
 
-    def begin(self, window: np.ndarray) -> None: ...
+    def whole_log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """[n_mels, frames] of a whole recording, normalized by its loudest frame."""
+
+    def begin(self, log_mel: np.ndarray) -> None:
+        """Encodes a window [1, n_mels, 3000]; the token sequence starts empty."""
 
     def reset(self) -> None: ...
+
+    def prefill(self, tokens: list[int]) -> None:
+        """Feeds tokens whose logits are not needed (the previous-text prompt), from the first position."""
 
     def step(self, token: int) -> np.ndarray: ...
 
@@ -46,9 +53,15 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+def logsumexp(logits: np.ndarray) -> float:
+    peak = logits.max()
+    if peak == -np.inf:
+        return -np.inf
+    return float(peak + np.log(np.exp(logits - peak).sum()))
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
+    return logits - logsumexp(logits)
 
 
 class LogitFilter:
@@ -62,7 +75,7 @@ class LogitFilter:
         self.timestamps = timestamps
 
     def __call__(self, logits: np.ndarray, sampled: list[int]) -> np.ndarray:
-        logits = logits.astype(np.float64, copy=True)
+        logits = np.array(logits, dtype=np.float32)  # float32, as openai/whisper and CTranslate2 filter
         if not sampled:
             logits[self.begin_suppress] = -np.inf
         logits[self.suppress] = -np.inf
@@ -88,10 +101,10 @@ class LogitFilter:
         if not sampled:
             logits[:begin] = -np.inf  # a window starts with a timestamp
             logits[begin + MAX_INITIAL_TIMESTAMP_INDEX + 1 :] = -np.inf
-        logprobs = log_softmax(logits)
-        timestamp_logprob = np.logaddexp.reduce(logprobs[begin:])
-        if timestamp_logprob > logprobs[:begin].max():
-            logits[:begin] = -np.inf  # timestamps together outweigh any text token: take one
+        # Timestamps together outweigh any text token: take one. (Compared as logits: the softmax's
+        # normalizer is the same on both sides.)
+        if logsumexp(logits[begin:]) > logits[:begin].max():
+            logits[:begin] = -np.inf
 
 
 def detect_language(stepper: Stepper, tokenizer: WhisperTokenizer, allowed: list[str]) -> tuple[str, float]:
@@ -113,27 +126,30 @@ def decode_window(
     rng: np.random.Generator | None = None,
     sample_len: int | None = None,
 ) -> DecodingResult:
-    """Decodes the begun window after `prompt` (previous text and start-of-transcript sequence)."""
+    """Decodes the begun window after `prompt` (previous text and start-of-transcript sequence).
+
+    At most `sample_len` tokens are sampled, by default as many as the context has room for (as faster-whisper;
+    openai/whisper stops at half the context).
+    """
     special = tokenizer.special
     stepper.reset()
     sot_index = prompt.index(special.sot)
-    no_speech_prob = 0.0
-    for i, token in enumerate(prompt):
+    stepper.prefill(prompt[:sot_index])
+    for i, token in enumerate(prompt[sot_index:]):
         logits = stepper.step(token)
-        if i == sot_index:
-            no_speech_prob = float(np.exp(log_softmax(logits.astype(np.float64))[special.no_speech]))
-    sample_len = sample_len or stepper.n_ctx // 2
+        if i == 0:
+            no_speech_prob = float(np.exp(logits[special.no_speech] - logsumexp(logits)))
+    sample_len = sample_len or stepper.n_ctx - len(prompt)
     sampled: list[int] = []
     sum_logprob = 0.0
     while True:
         filtered = logit_filter(logits, sampled)
-        logprobs = log_softmax(filtered)
         if temperature == 0.0:
             token = int(np.argmax(filtered))
         else:
-            probs = np.exp(log_softmax(filtered / temperature))
+            probs = np.exp(log_softmax(filtered / temperature), dtype=np.float64)
             token = int(rng.choice(len(probs), p=probs / probs.sum()))
-        sum_logprob += float(logprobs[token])
+        sum_logprob += float(filtered[token]) - logsumexp(filtered)
         if token == special.eot:
             break
         sampled.append(token)

