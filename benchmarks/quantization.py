@@ -1,4 +1,5 @@
-"""Quantization per component: WER, size and speed for every encoder x decoder_step combination.
+"""Quantization per component: WER, size and speed for every encoder x decoder combination (the decoder's
+quantization applies to decoder_step and prefill alike).
 
 Run: .venv/bin/python benchmarks/quantization.py [MODEL]   (default tiny.en; prints a markdown table)
 The default policy in `whisper_tflite.conversion.DEFAULT_POLICY` is chosen from this table.
@@ -34,7 +35,7 @@ def measure(bundle: Path, clips, audio) -> dict:
     encoder_times, step_times = [], []
     for _ in range(5):
         start = time.perf_counter()
-        stepper.begin(window)
+        stepper.begin(stepper.log_mel(window))
         encoder_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         for token in range(20):
@@ -47,6 +48,7 @@ def measure(bundle: Path, clips, audio) -> dict:
         "step_ms": 1000 * float(np.median(step_times)),
         "encoder_mb": sizes["encoder"] / 1e6,
         "decoder_mb": sizes["decoder_step"] / 1e6,
+        "prefill_mb": sizes["prefill"] / 1e6,
     }
 
 
@@ -57,15 +59,17 @@ def main(model: str = "tiny.en") -> None:
     with tempfile.TemporaryDirectory() as folder:
         for encoder_q, decoder_q in itertools.product(QUANTIZATIONS, QUANTIZATIONS):
             bundle = Path(folder) / f"{encoder_q}-{decoder_q}"
-            convert(model, bundle, quantize={"encoder": encoder_q, "decoder_step": decoder_q}, progress=False)
+            convert(model, bundle, quantize={"encoder": encoder_q, "decoder_step": decoder_q, "prefill": decoder_q},
+                    progress=False)
             rows.append((encoder_q, decoder_q, measure(bundle, clips, audio)))
             print(f"{encoder_q:>12s} x {decoder_q:<12s} {rows[-1][2]}", file=sys.stderr)
     print(f"\n{model}, {len(clips)} English clips, {THREADS} threads; encoder time includes the features model\n")
-    print("| encoder | decoder_step | WER | encoder MB | decoder_step MB | encoder ms | ms/token |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| encoder | decoder_step, prefill | WER | encoder MB | decoder_step MB | prefill MB | encoder ms | "
+          "ms/token |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for encoder_q, decoder_q, m in rows:
         print(f"| {encoder_q} | {decoder_q} | {m['wer']:.2%} | {m['encoder_mb']:.1f} | {m['decoder_mb']:.1f} | "
-              f"{m['encoder_ms']:.0f} | {m['step_ms']:.2f} |")
+              f"{m['prefill_mb']:.1f} | {m['encoder_ms']:.0f} | {m['step_ms']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,7 @@ def test_pcm_encoder_equals_features_then_encoder(tiny_combined, english_clips, 
         np.testing.assert_allclose(together[name], value, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.slow
 def test_combined_models_are_builtin_and_static(tiny_combined, base_combined):
     for folder, roles in ((tiny_combined, COMBINED), (base_combined, BASE_COMBINED)):
         for role in roles:

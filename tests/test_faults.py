@@ -151,7 +151,18 @@ def _foreign(folder):
     _edit_manifest(folder, lambda m: m["models"]["encoder"].update(sha256=sha256_of(folder / "encoder.tflite")))
 
 
+def _no_multilingual(folder):
+    _edit_manifest(folder, lambda m: m["dims"].pop("multilingual"))
+
+
+def _edited_tokenizer(folder):
+    path = folder / "tokenizer.json"
+    path.write_text(path.read_text().replace('"<|0.00|>"', '"<|0.01|>"', 1))
+
+
 @pytest.mark.parametrize("damage, message", [
+    (_no_multilingual, "lacks dims"),
+    (_edited_tokenizer, "tokenizer.json does not match its sha256"),
     (_missing, "the encoder model encoder.tflite is missing"),
     (_extra, "holds model files its manifest does not list (old-encoder.tflite)"),
     (_corrupt, "does not match its sha256"),
@@ -162,7 +173,7 @@ def test_broken_bundles_are_refused_at_load(damage, message, tiny_bundle, tmp_pa
     folder = _bundle_copy(tiny_bundle, tmp_path / "bundle")
     damage(folder)
     done = run_cli("transcribe", english_clips[0].path, "--model", folder, "--quiet")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
     assert message in done.stderr and ("convert" in done.stderr or "upgrade" in done.stderr), done.stderr
 
 
@@ -200,12 +211,58 @@ def test_interrupted_convert_leaves_no_bundle(sig, tmp_path):
                 Bundle.load(staging)
 
 
-def test_convert_twice_is_byte_identical(tiny_bundle, tmp_path):
-    done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--quantize", "none", "--quiet",
-                   timeout=600)
+def test_convert_twice_is_byte_identical(bundle_for, tmp_path):
+    """The default (quantized) bundle, converted again by the CLI, is the same bytes."""
+    first = bundle_for("tiny.en", None)
+    done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--quiet", timeout=600)
     assert done.returncode == 0, done.stderr
-    for name in ("features.tflite", "encoder.tflite", "decoder_step.tflite", "tokenizer.json"):
-        assert sha256_of(tmp_path / "again" / name) == sha256_of(tiny_bundle / name), name
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "again").iterdir())
+    for name in names:
+        assert sha256_of(tmp_path / "again" / name) == sha256_of(first / name), name
+
+
+def test_convert_force_replaces_a_bundle_and_quantizes_per_role(tmp_path):
+    out = tmp_path / "bundle"
+    done = run_cli("convert", "tiny.en", "--out", out, "--models", "features", "--quiet", timeout=600)
+    assert done.returncode == 0, done.stderr
+    done = run_cli("convert", "tiny.en", "--out", out, "--models", "features,encoder", "--quantize", "encoder=fp16",
+                   "--force", "--quiet", timeout=600)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {role: entry["quantization"] for role, entry in manifest["models"].items()} == \
+        {"features": "none", "encoder": "fp16"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"], "the old bundle or a staging folder is left"
+
+
+def test_convert_unknown_role_is_one_line():
+    done = run_cli("convert", "tiny.en", "--models", "features,speaker", "--out", "/nonexistent/x", "--quiet")
+    assert done.returncode == 2 and len(error_lines(done)) == 1 and "Traceback" not in done.stderr
+    assert "unknown model role 'speaker'" in done.stderr and "generator" in done.stderr
+
+
+def test_models_all_names_every_role():
+    from whisper_tflite.bundle import ROLES
+    from whisper_tflite.cli import model_roles
+
+    assert set(model_roles("all")) == set(ROLES)
+    assert model_roles(" encoder, features ,") == ("encoder", "features")
+
+
+def test_internal_conversion_error_exits_1(tmp_path):
+    """A checkpoint with a NaN weight converts to a model the guard refuses: the converter's fault, exit 1."""
+    from whisper_tflite.sources import load_whisper
+    from whisper_tflite.sources.hf import save_hf_checkpoint
+
+    checkpoint = load_whisper("tiny.en")
+    weight = next(w for w in checkpoint.model.weights if "encoder/layer_norm/gamma" in w.name)
+    weight.assign(np.full(weight.shape, np.nan, np.float32))
+    folder = save_hf_checkpoint(checkpoint, tmp_path / "nan-hf")
+    done = run_cli("convert", folder, "--out", tmp_path / "bundle", "--models", "encoder", "--quantize", "none",
+                   "--quiet", timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(error_lines(done)) == 1 and "holds inf or NaN" in done.stderr
+    assert not (tmp_path / "bundle").exists()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -226,15 +283,51 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
+MANIFEST_PLACES = [("format",), ("format_version",), ("models",), ("models", "encoder"), ("models", "encoder", "file"),
+                   ("models", "decoder_step", "inputs"), ("models", "prefill", "outputs"),
+                   ("models", "features", "sha256"), ("tokenizer",), ("tokenizer", "sha256"), ("dims",),
+                   ("dims", "multilingual"), ("dims", "n_text_ctx"), ("dims", "n_vocab"), ("dims", "decoder_layers"),
+                   ("suppress_tokens",), ("begin_suppress_tokens",), ("languages",), ("special_tokens",), ("audio",)]
+DELETE = object()
+
+
+@pytest.fixture(scope="module")
+def fuzz_bundle(bundle_for, tmp_path_factory):
+    return _bundle_copy(bundle_for("tiny.en", None), tmp_path_factory.mktemp("fuzz") / "bundle")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(place=st.sampled_from(MANIFEST_PLACES), value=json_values | st.just(DELETE))
+def test_fuzz_manifest_through_bundle_load_and_transcriber(place, value, fuzz_bundle, english_clips, audio_cache):
+    """Any manifest that `Bundle.load` accepts works in `Transcriber`; any it refuses gets one line."""
+    from whisper_tflite.errors import WhisperTfliteError
+    from whisper_tflite.runtime import Transcriber
+
+    original = (fuzz_bundle / "manifest.json").read_text()
+    manifest = json.loads(original)
+    parent = manifest
+    for key in place[:-1]:
+        parent = parent[key]
+    if value is DELETE:
+        parent.pop(place[-1])
+    else:
+        parent[place[-1]] = value
+    (fuzz_bundle / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        transcriber = Transcriber(fuzz_bundle, threads=1)
+        result = transcriber.transcribe(audio_cache(english_clips[0])[:16000 * 3])
+        assert result.language == "en"
+    except WhisperTfliteError as e:
+        assert str(e) and "\n" not in str(e)
+    finally:
+        (fuzz_bundle / "manifest.json").write_text(original)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["format", "format_version", "models", "special_tokens", "languages",
-                                        "suppress_tokens", "begin_suppress_tokens", "dims", "other"]),
-                       json_values, max_size=9))
+                                        "suppress_tokens", "begin_suppress_tokens", "dims", "tokenizer", "other"]),
+                       json_values, max_size=10))
 def test_fuzz_manifest_reader_raises_only_bundle_errors(manifest):
     manifest.setdefault("format", "whisper-tflite-bundle")
-    try:
-        validate_manifest(manifest)
-    except BundleError:
-        pass
+    with pytest.raises(BundleError):
+        validate_manifest(manifest)  # random values never make a valid manifest

@@ -33,6 +33,7 @@ def test_base_reference_wer_with_forced_language(clips, base_reference):
     assert wer <= 0.25
 
 
+@pytest.mark.slow
 def test_reference_does_not_leak_language_between_calls(base, base_reference, clips):
     german = next(c for c in clips if c.language == "de")
     first = base_reference(german, "de")[1].tokens

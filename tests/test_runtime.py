@@ -59,6 +59,23 @@ def test_english_clips_match_faster_whisper(bundle, compute_type, excess, bundle
     assert ours_wer <= theirs_wer + excess
 
 
+def test_temperature_fallback_keeps_the_most_confident_attempt(tiny_bundle, clips, audio_cache, tiny_en_ct2):
+    """With a compression-ratio threshold that no text meets, every temperature fails; as in faster-whisper,
+    the most confident attempt is kept (the greedy one, on clear speech) and the last temperature reported."""
+    from whisper_tflite.evaluation import faster_whisper_transcribe
+
+    audio = audio_cache(next(c for c in clips if c.name == "en_jfk_whisper-cpp.wav"))
+    options = {"compression_ratio_threshold": 0.5, "log_prob_threshold": None}
+    transcriber = Transcriber(tiny_bundle, threads=2)
+    ours = transcriber.transcribe(audio, **options)
+    theirs = faster_whisper_transcribe(tiny_en_ct2, audio, "float32", **options)
+    greedy = transcriber.transcribe(audio, temperature=0.0, **options)  # one temperature: no fallback
+    assert [s.temperature for s in ours.segments] == [1.0] * len(ours.segments)
+    assert [s.temperature for s in theirs] == [1.0] * len(theirs)
+    assert [s.temperature for s in greedy.segments] == [0.0] * len(greedy.segments)
+    assert ours.text == greedy.text == "".join(s.text for s in theirs).strip()
+
+
 @pytest.mark.slow
 def test_base_bundle_detects_languages(base_bundle, clips, audio_cache):
     transcriber = Transcriber(base_bundle)
@@ -141,14 +158,30 @@ def test_compressed_and_8bit_files(fmt, subtype, tiny, clips, audio_cache, tmp_p
 
 
 @pytest.mark.slow
-def test_base_translates_to_english(base_bundle, clips):
+def test_base_translates_to_english_through_the_cli(base_bundle, clips):
     """German and Spanish speech, translated: English words come out, the source language's do not."""
-    transcriber = Transcriber(base_bundle)
     expected = {"de_picovoice-leopard.wav": ("portal", "der"), "es_picovoice-leopard.wav": ("sand", "arenas")}
-    for name, (english, foreign) in expected.items():
-        clip = next(c for c in clips if c.name == name)
-        result = transcriber.transcribe(clip.path, task="translate")
-        print(name, result.language, result.text)
-        words = set(result.text.lower().replace(".", " ").replace(",", " ").split())
-        assert result.language == clip.language
+    files = [next(c for c in clips if c.name == name).path for name in expected]
+    done = subprocess.run([str(CLI), "transcribe", *map(str, files), "--model", str(base_bundle), "--task",
+                           "translate", "--format", "json", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for line, (english, foreign) in zip(done.stdout.splitlines(), expected.values()):
+        result = json.loads(line)
+        print(result["file"], result["language"], result["text"])
+        words = set(result["text"].lower().replace(".", " ").replace(",", " ").split())
+        assert result["language"] == Path(result["file"]).name[:2]
         assert english in words and foreign not in words
+
+
+@pytest.mark.slow
+def test_base_forced_language(base_bundle, clips, audio_cache):
+    """A forced language is used as given: French speech forced to French, and the same speech forced to
+    German comes out differently (Whisper translates or transliterates into the forced language)."""
+    transcriber = Transcriber(base_bundle)
+    clip = next(c for c in clips if c.name == "fr_picovoice-leopard.wav")
+    french = transcriber.transcribe(audio_cache(clip), language="fr")
+    german = transcriber.transcribe(audio_cache(clip), language="de")
+    print(french.text, "|", german.text)
+    assert french.language == "fr" and french.language_probability == 1.0 and german.language == "de"
+    assert error_rate([clip.reference], [french.text], "fr") <= 0.3
+    assert german.text != french.text

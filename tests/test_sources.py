@@ -49,6 +49,7 @@ def hf_weight_names(name):
     return [w.name for w in model.weights]
 
 
+@pytest.mark.slow
 def test_tokenizer_has_timestamp_tokens(tiny_en, base):
     for checkpoint, no_timestamps in ((tiny_en, 50362), (base, 50363)):
         backend = checkpoint.tokenizer.backend_tokenizer

@@ -18,6 +18,7 @@ FORMAT = "whisper-tflite-bundle"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
+MULTILINGUAL_VOCAB = 51865  # English-only vocabularies have 51864 tokens
 DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_layers", "decoder_layers",
         "decoder_heads")
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
@@ -117,15 +118,19 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
     if not isinstance(tokenizer, dict) or tokenizer.get("file") != TOKENIZER or \
             not isinstance(tokenizer.get("sha256"), str):
         raise BundleError(f"{where}: {MANIFEST} lacks the {TOKENIZER} entry with its sha256")
-    for key in ("suppress_tokens", "begin_suppress_tokens"):
-        if not _list_of(manifest.get(key), int):
-            raise BundleError(f"{where}: {MANIFEST} lacks {key} (a list of token ids)")
-    if not _list_of(manifest.get("languages"), str):
-        raise BundleError(f"{where}: {MANIFEST} lacks languages (a list of codes)")
     dims = manifest.get("dims")
     if not isinstance(dims, dict) or not isinstance(dims.get("multilingual"), bool) or \
             not all(_positive_int(dims.get(key)) for key in DIMS):
         raise BundleError(f"{where}: {MANIFEST} lacks dims ({', '.join(DIMS)} and multilingual)")
+    if dims["multilingual"] != (dims["n_vocab"] >= MULTILINGUAL_VOCAB):
+        raise BundleError(f"{where}: {MANIFEST} says multilingual={dims['multilingual']} for a vocabulary of "
+                          f"{dims['n_vocab']}")
+    for key in ("suppress_tokens", "begin_suppress_tokens"):
+        tokens = manifest.get(key)
+        if not _list_of(tokens, int) or not all(0 <= t < dims["n_vocab"] for t in tokens):
+            raise BundleError(f"{where}: {MANIFEST} lacks {key} (a list of token ids)")
+    if not _list_of(manifest.get("languages"), str):
+        raise BundleError(f"{where}: {MANIFEST} lacks languages (a list of codes)")
 
 
 def _list_of(value: object, kind: type) -> bool:

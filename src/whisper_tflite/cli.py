@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bundle import DEFAULT_MODELS
+from .bundle import DEFAULT_MODELS, ROLES
 from .runtime.transcriber import TranscriptionOptions
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 
@@ -103,11 +103,15 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _convert(args) -> int:
-    from .conversion import ALL_MODELS, convert
+def model_roles(text: str) -> tuple[str, ...]:
+    """The roles of `--models`: 'all', or a comma-separated list (checked by `convert`)."""
+    return ROLES if text.strip() == "all" else tuple(r.strip() for r in text.split(",") if r.strip())
 
-    roles = ALL_MODELS if args.models == "all" else tuple(r.strip() for r in args.models.split(",") if r.strip())
-    path = convert(args.model, args.out, quantize=args.quantize, models=roles, force=args.force,
+
+def _convert(args) -> int:
+    from .conversion import convert
+
+    path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models), force=args.force,
                    progress=not args.quiet)
     print(path)
     return 0

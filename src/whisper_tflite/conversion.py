@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
-from .bundle import DEFAULT_MODELS
+from .bundle import DEFAULT_MODELS, ROLES
 from .errors import ConversionError, UsageError
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
@@ -84,7 +84,6 @@ DEFAULT_POLICY = {
     "pcm_encoder": "none",
     "whisper": "none",
 }
-ALL_MODELS = tuple(DEFAULT_POLICY)
 
 
 def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, ...]) -> dict[str, str]:
@@ -152,9 +151,9 @@ def convert(
     if out_dir.exists() and not force:
         raise UsageError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
     roles = tuple(dict.fromkeys(models))
-    unknown = [role for role in roles if role not in ALL_MODELS]
+    unknown = [role for role in roles if role not in ROLES]
     if unknown:
-        raise UsageError(f"unknown model role {unknown[0]!r}: choose from {', '.join(ALL_MODELS)}")
+        raise UsageError(f"unknown model role {unknown[0]!r}: choose from {', '.join(ROLES)}")
     if not roles:
         raise UsageError("no models to convert: give at least one role to --models")
     plan = quantization_plan(quantize, roles)

@@ -114,6 +114,7 @@ class OracleSegment:
     start: float
     end: float
     text: str
+    temperature: float
 
 
 def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type: str, threads: int = 2,
@@ -128,7 +129,7 @@ def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type
                                             cpu_threads=threads, num_workers=1)
     options = {"beam_size": 1, "best_of": 1, "language": "en", **options}
     segments, _ = _FASTER_WHISPER[key].transcribe(audio, **options)
-    return [OracleSegment(s.start, s.end, s.text) for s in segments]
+    return [OracleSegment(s.start, s.end, s.text, s.temperature) for s in segments]
 
 
 _FASTER_WHISPER: dict = {}

@@ -24,6 +24,7 @@ class LiteRtModel:
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         self.inputs = {name: d["index"] for name, d in inputs.items()}
         self.input_shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in inputs.items()}
+        self.output_shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in outputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
         entry = bundle.models[role]
         for listed, actual in ((entry.get("inputs"), inputs), (entry.get("outputs"), outputs)):
@@ -71,9 +72,12 @@ class TfliteStepper:
         layers = bundle.manifest["dims"]["decoder_layers"]
         self.rows = {f"new_{kv}_{i}": f"self_{kv}_{i}" for i in range(layers) for kv in "kv"}
         caches = {name: shape for name, shape in self.decoder.input_shapes.items() if name.startswith("self_")}
-        if set(caches) != set(self.rows.values()) or any(shape[1] != self.n_ctx for shape in caches.values()):
+        vocabulary = self.decoder.output_shapes["logits"][-1]
+        if set(caches) != set(self.rows.values()) or any(shape[1] != self.n_ctx for shape in caches.values()) or \
+                vocabulary != bundle.manifest["dims"]["n_vocab"]:
             raise BundleError(f"{bundle.folder}: the manifest's dims ({layers} decoder layers, {self.n_ctx} text "
-                              "positions) do not match decoder_step's caches; convert the bundle again")
+                              f"positions, {bundle.manifest['dims']['n_vocab']} tokens) do not match decoder_step; "
+                              "convert the bundle again")
         for cache in self.rows.values():  # masked slots are multiplied by 0: uninitialized NaNs would leak
             self.decoder.input_view(cache)[...] = 0.0
         self.offset = 0

@@ -8,11 +8,12 @@ The options carry faster-whisper's names and defaults. faster-whisper on the sam
 oracle the tests hold this module against.
 
 Where this module deliberately differs from faster-whisper 1.2.1:
-- None in the front end: like faster-whisper, one log-mel of the whole file (computed 30 s at a time by the
-  bundle's features model, with real neighbours at every chunk edge) normalized by the file's loudest frame,
-  sliced per window and zero-padded in the log-mel domain. faster-whisper adds 160 zero samples to the file and
-  counts that last frame in the maximum; here only the file's own frames count.
-- A window quieter than -80 dBFS is skipped without decoding: on digital silence Whisper says " you".
+- The log-mel is faster-whisper's (one STFT over the file, normalized by its loudest frame, sliced per window,
+  zero-padded in the log-mel domain), computed 30 s at a time by the bundle's features model with real
+  neighbours at every chunk edge; faster-whisper also counts a frame of the 160 zeros it appends in the maximum.
+- Digital silence (below -80 dBFS) is skipped without decoding: a window of it, or 2 s or more of it at the
+  start of a window (the window then starts 0.2 s before the sound). Decoded, Whisper says " you" in it, or
+  starts the next segment within 1 s of where the window starts (the first timestamp's limit), up to 29 s early.
 - Decoding is greedy at temperature 0 and takes one sample per temperature above it (faster-whisper's
   `beam_size=1, best_of=1`); beam search is not implemented yet.
 - Segment times are rounded to the millisecond and clamped to the audio's duration.
@@ -35,8 +36,11 @@ from ..errors import AudioError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import DecodingResult, LogitFilter, Stepper, decode_window, detect_language
 
-# A window quieter than -80 dBFS RMS holds no speech; decoding it anyway makes Whisper invent " you".
+# Audio quieter than -80 dBFS RMS holds no speech: decoding a window of it makes Whisper invent " you", and a
+# window that starts with seconds of it puts the first segment's start there (a first timestamp is at most 1 s).
 SILENCE_RMS = 1e-4
+MIN_SKIPPED_SILENCE = 200  # mel frames: shorter leading silence is decoded as it is
+SILENCE_MARGIN = 20  # mel frames of silence kept before the speech
 FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (0.02 s)
 
 
@@ -136,8 +140,11 @@ class LongFormDecoder:
             previous_seek = seek
             time_offset = seek * HOP_LENGTH / SAMPLE_RATE
             segment_frames = min(N_FRAMES, content_frames - seek)
-            if _rms(audio[seek * HOP_LENGTH : (seek + segment_frames) * HOP_LENGTH]) < SILENCE_RMS:
+            silent = _leading_silence(audio[seek * HOP_LENGTH : (seek + segment_frames) * HOP_LENGTH])
+            if silent == segment_frames:
                 seek += segment_frames
+            elif silent >= MIN_SKIPPED_SILENCE:
+                seek += silent - SILENCE_MARGIN  # start the window just before the speech
             else:
                 self.stepper.begin(_window(log_mel, seek, segment_frames))
                 previous = all_tokens[prompt_reset_since:][-max_previous:]
@@ -236,8 +243,11 @@ def _window(log_mel: np.ndarray, seek: int, frames: int) -> np.ndarray:
     return window
 
 
-def _rms(samples: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+def _leading_silence(samples: np.ndarray) -> int:
+    """How many 10 ms frames (mel frames) from the start are digital silence (below -80 dBFS RMS)."""
+    frames = samples[: len(samples) // HOP_LENGTH * HOP_LENGTH].reshape(-1, HOP_LENGTH)
+    loud = np.mean(np.square(frames, dtype=np.float64), axis=1) >= SILENCE_RMS**2
+    return int(np.argmax(loud)) if loud.any() else len(frames)
 
 
 class Transcriber:
