@@ -158,6 +158,12 @@ def bundle_for():
 
 
 @pytest.fixture(scope="session")
+def default_bundle(bundle_for):
+    """tiny.en with the default quantization policy: what `convert` makes and users run."""
+    return bundle_for("tiny.en", None)
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle(bundle_for):
     return bundle_for("tiny.en", "none")
 

@@ -100,9 +100,21 @@ def test_bundle_files_are_builtin_static_and_finite(bundle_for, quantize):
         # Most weight bytes are of the quantized type (the encoder's float32 position table is 2.3 MB of 11).
         assert weights.get(expected_type, 0) >= 0.6 * total, (role, quantization, weights)
         if quantization == "none":
-            assert set(weights) == {"float32"}, (role, weights)
+            assert not {"int8", "float16"} & set(weights), (role, weights)
     assert manifest["special_tokens"]["eot"] == 50256 and manifest["dims"]["n_mels"] == 80
     assert manifest["tools"]["tensorflow"] == "2.21.0"
+
+
+def test_default_policy_per_role():
+    """The README's default policy: int8 where it pays, float32 wherever a graph holds the mel's DFT basis."""
+    from whisper_tflite.bundle import ROLES
+    from whisper_tflite.conversion import quantization_plan
+
+    assert quantization_plan(None, ROLES) == {
+        "features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8", "prefill": "dynamic-int8",
+        "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
+        "generator": "dynamic-int8"}
+    assert quantization_plan("fp16", ("features", "encoder")) == {"features": "none", "encoder": "fp16"}
 
 
 def test_tiny_en_decoder_step_matches_reference(tiny_en, tiny_bundle, english_clips, audio_cache, tiny_en_reference):

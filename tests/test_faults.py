@@ -71,8 +71,8 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
-def test_bad_audio_is_one_line_and_exit_2(name, bad_audio, tiny_bundle):
-    done = run_cli("transcribe", bad_audio / name, "--model", tiny_bundle, "--quiet")
+def test_bad_audio_is_one_line_and_exit_2(name, bad_audio, default_bundle):
+    done = run_cli("transcribe", bad_audio / name, "--model", default_bundle, "--quiet")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     lines = error_lines(done)
@@ -80,19 +80,19 @@ def test_bad_audio_is_one_line_and_exit_2(name, bad_audio, tiny_bundle):
     assert done.stdout == ""
 
 
-def test_good_files_still_transcribed_beside_bad_ones(bad_audio, tiny_bundle, english_clips):
+def test_good_files_still_transcribed_beside_bad_ones(bad_audio, default_bundle, english_clips):
     good = english_clips[1].path
     done = run_cli("transcribe", bad_audio / "not-audio.wav", good, bad_audio / "missing.wav",
-                   "--model", tiny_bundle, "--quiet")
+                   "--model", default_bundle, "--quiet")
     assert done.returncode == 2
     assert "ask not what your country" in done.stdout.lower()
     summary = error_lines(done)[-1]
     assert "1 of 3 files transcribed" in summary and "not-audio.wav" in summary and "missing.wav" in summary
 
 
-def test_silence_gives_empty_text(tmp_path, tiny_bundle):
+def test_silence_gives_empty_text(tmp_path, default_bundle):
     soundfile.write(tmp_path / "silence.wav", np.zeros(30 * 16000, np.int16), 16000)
-    done = run_cli("transcribe", tmp_path / "silence.wav", "--model", tiny_bundle, "--format", "json", "--quiet")
+    done = run_cli("transcribe", tmp_path / "silence.wav", "--model", default_bundle, "--format", "json", "--quiet")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["text"] == "" and result["segments"] == []
@@ -103,8 +103,8 @@ def test_silence_gives_empty_text(tmp_path, tiny_bundle):
     (["--task", "translate"], "is an English-only model: it cannot translate"),
     (["--threads", "0"], "--threads must be at least 1"),
 ])
-def test_bad_options_are_usage_errors(options, message, tiny_bundle, english_clips):
-    done = run_cli("transcribe", english_clips[0].path, "--model", tiny_bundle, *options, "--quiet")
+def test_bad_options_are_usage_errors(options, message, default_bundle, english_clips):
+    done = run_cli("transcribe", english_clips[0].path, "--model", default_bundle, *options, "--quiet")
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
@@ -169,11 +169,11 @@ def _edited_tokenizer(folder):
     (_newer, "bundle format 99 is newer than this whisper-tflite reads"),
     (_foreign, "does not have the inputs and outputs its manifest lists"),
 ])
-def test_broken_bundles_are_refused_at_load(damage, message, tiny_bundle, tmp_path, english_clips):
-    folder = _bundle_copy(tiny_bundle, tmp_path / "bundle")
+def test_broken_bundles_are_refused_at_load(damage, message, default_bundle, tmp_path, english_clips):
+    folder = _bundle_copy(default_bundle, tmp_path / "bundle")
     damage(folder)
     done = run_cli("transcribe", english_clips[0].path, "--model", folder, "--quiet")
-    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(error_lines(done)) == 1
     assert message in done.stderr and ("convert" in done.stderr or "upgrade" in done.stderr), done.stderr
 
 

@@ -22,7 +22,7 @@ def tiny(tiny_bundle):
     return Transcriber(tiny_bundle)
 
 
-def test_runtime_never_imports_tensorflow(tiny_bundle, english_clips):
+def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
     script = textwrap.dedent(f"""
         import sys
         class Block:
@@ -31,7 +31,7 @@ def test_runtime_never_imports_tensorflow(tiny_bundle, english_clips):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         from whisper_tflite import Transcriber
-        result = Transcriber({str(tiny_bundle)!r}).transcribe({str(english_clips[0].path)!r})
+        result = Transcriber({str(default_bundle)!r}).transcribe({str(english_clips[0].path)!r})
         print(result.text)
         assert not any(m.split(".")[0] in ("tensorflow", "transformers") for m in sys.modules)
     """)
@@ -60,20 +60,22 @@ def test_english_clips_match_faster_whisper(bundle, compute_type, excess, bundle
 
 
 def test_temperature_fallback_keeps_the_most_confident_attempt(tiny_bundle, clips, audio_cache, tiny_en_ct2):
-    """With a compression-ratio threshold that no text meets, every temperature fails; as in faster-whisper,
-    the most confident attempt is kept (the greedy one, on clear speech) and the last temperature reported."""
+    """With a compression-ratio threshold that no text meets, every temperature fails. faster-whisper's rule,
+    seen in faster-whisper itself and in ours: the most confident attempt is kept (at least as confident as the
+    greedy one, which is among the attempts) and the last temperature is reported."""
     from whisper_tflite.evaluation import faster_whisper_transcribe
 
     audio = audio_cache(next(c for c in clips if c.name == "en_jfk_whisper-cpp.wav"))
     options = {"compression_ratio_threshold": 0.5, "log_prob_threshold": None}
     transcriber = Transcriber(tiny_bundle, threads=2)
-    ours = transcriber.transcribe(audio, **options)
-    theirs = faster_whisper_transcribe(tiny_en_ct2, audio, "float32", **options)
-    greedy = transcriber.transcribe(audio, temperature=0.0, **options)  # one temperature: no fallback
-    assert [s.temperature for s in ours.segments] == [1.0] * len(ours.segments)
-    assert [s.temperature for s in theirs] == [1.0] * len(theirs)
-    assert [s.temperature for s in greedy.segments] == [0.0] * len(greedy.segments)
-    assert ours.text == greedy.text == "".join(s.text for s in theirs).strip()
+    for transcribe in (transcriber.transcribe,
+                       lambda audio, **kw: faster_whisper_transcribe(tiny_en_ct2, audio, "float32", **kw)):
+        fallen = transcribe(audio, **options)
+        greedy = transcribe(audio, temperature=0.0, **options)  # one temperature: nothing to fall back to
+        fallen = getattr(fallen, "segments", fallen)
+        greedy = getattr(greedy, "segments", greedy)
+        assert {s.temperature for s in fallen} == {1.0} and {s.temperature for s in greedy} == {0.0}
+        assert min(s.avg_logprob for s in fallen) >= min(s.avg_logprob for s in greedy) - 1e-6
 
 
 @pytest.mark.slow
@@ -100,9 +102,9 @@ def test_audio_inputs_agree(tiny, clips):
     assert len(normalized) == 1, texts
 
 
-def test_cli_json_lines(tiny_bundle, english_clips):
+def test_cli_json_lines(default_bundle, english_clips):
     files = [str(c.path) for c in english_clips[:2]]
-    done = subprocess.run([str(CLI), "transcribe", *files, "--model", str(tiny_bundle), "--format", "json",
+    done = subprocess.run([str(CLI), "transcribe", *files, "--model", str(default_bundle), "--format", "json",
                            "--quiet"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
@@ -114,7 +116,7 @@ def test_cli_json_lines(tiny_bundle, english_clips):
 
 
 @pytest.mark.parametrize("fmt", ["txt", "srt", "vtt", "tsv", "json"])
-def test_cli_writes_formats_to_output_dir(fmt, tiny_bundle, english_clips, tmp_path):
+def test_cli_writes_formats_to_output_dir(fmt, default_bundle, english_clips, tmp_path):
     """Each format written by the CLI reads back with a real parser and holds the speech, in order."""
     import io
 
@@ -122,7 +124,7 @@ def test_cli_writes_formats_to_output_dir(fmt, tiny_bundle, english_clips, tmp_p
     import webvtt
 
     clip = next(c for c in english_clips if c.name == "en_harvard-16k.wav")  # 18 s, several segments
-    done = subprocess.run([str(CLI), "transcribe", str(clip.path), "--model", str(tiny_bundle), "--format", fmt,
+    done = subprocess.run([str(CLI), "transcribe", str(clip.path), "--model", str(default_bundle), "--format", fmt,
                            "--output-dir", str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""

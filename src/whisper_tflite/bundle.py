@@ -88,10 +88,10 @@ class Bundle:
 def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
     """Structural checks, so a damaged or foreign manifest fails here and not deep in the runtime."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{where}: {MANIFEST} is not a whisper-tflite manifest")
+        raise _damaged(where, f"{MANIFEST} is not a whisper-tflite manifest")
     version = manifest.get("format_version")
     if not isinstance(version, int):
-        raise BundleError(f"{where}: {MANIFEST} has no format_version")
+        raise _damaged(where, f"{MANIFEST} has no format_version")
     if version < FORMAT_VERSION:
         raise BundleError(f"{where}: bundle format {version} is older than this whisper-tflite reads "
                           f"({FORMAT_VERSION}); convert the bundle again")
@@ -100,37 +100,41 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
                           f"({FORMAT_VERSION}); upgrade whisper-tflite")
     models = manifest.get("models")
     if not isinstance(models, dict) or not models:
-        raise BundleError(f"{where}: {MANIFEST} lists no models")
+        raise _damaged(where, f"{MANIFEST} lists no models")
     for role, entry in models.items():
         if role not in ROLES:
-            raise BundleError(f"{where}: unknown model role {role!r}")
+            raise _damaged(where, f"unknown model role {role!r}")
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("file", "sha256")):
-            raise BundleError(f"{where}: the {role} entry lacks its file or sha256")
+            raise _damaged(where, f"the {role} entry lacks its file or sha256")
         if Path(entry["file"]).name != entry["file"] or not entry["file"]:
-            raise BundleError(f"{where}: the {role} file {entry['file']!r} must be a plain file name")
+            raise _damaged(where, f"the {role} file {entry['file']!r} must be a plain file name")
         for side in ("inputs", "outputs"):
             specs = entry.get(side)
             if not isinstance(specs, list) or not all(
                     isinstance(spec, dict) and isinstance(spec.get("name"), str) and _list_of(spec.get("shape"), int)
                     for spec in specs):
-                raise BundleError(f"{where}: the {role} entry lacks its {side} (names and shapes)")
+                raise _damaged(where, f"the {role} entry lacks its {side} (names and shapes)")
     tokenizer = manifest.get("tokenizer")
     if not isinstance(tokenizer, dict) or tokenizer.get("file") != TOKENIZER or \
             not isinstance(tokenizer.get("sha256"), str):
-        raise BundleError(f"{where}: {MANIFEST} lacks the {TOKENIZER} entry with its sha256")
+        raise _damaged(where, f"{MANIFEST} lacks the {TOKENIZER} entry with its sha256")
     dims = manifest.get("dims")
     if not isinstance(dims, dict) or not isinstance(dims.get("multilingual"), bool) or \
             not all(_positive_int(dims.get(key)) for key in DIMS):
-        raise BundleError(f"{where}: {MANIFEST} lacks dims ({', '.join(DIMS)} and multilingual)")
+        raise _damaged(where, f"{MANIFEST} lacks dims ({', '.join(DIMS)} and multilingual)")
     if dims["multilingual"] != (dims["n_vocab"] >= MULTILINGUAL_VOCAB):
-        raise BundleError(f"{where}: {MANIFEST} says multilingual={dims['multilingual']} for a vocabulary of "
-                          f"{dims['n_vocab']}")
+        raise _damaged(where, f"{MANIFEST} says multilingual={dims['multilingual']} for a vocabulary of "
+                              f"{dims['n_vocab']}")
     for key in ("suppress_tokens", "begin_suppress_tokens"):
         tokens = manifest.get(key)
         if not _list_of(tokens, int) or not all(0 <= t < dims["n_vocab"] for t in tokens):
-            raise BundleError(f"{where}: {MANIFEST} lacks {key} (a list of token ids)")
+            raise _damaged(where, f"{MANIFEST} lacks {key} (a list of token ids)")
     if not _list_of(manifest.get("languages"), str):
-        raise BundleError(f"{where}: {MANIFEST} lacks languages (a list of codes)")
+        raise _damaged(where, f"{MANIFEST} lacks languages (a list of codes)")
+
+
+def _damaged(where: Path | str, problem: str) -> BundleError:
+    return BundleError(f"{where}: {problem}; convert the bundle again")
 
 
 def _list_of(value: object, kind: type) -> bool:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .bundle import DEFAULT_MODELS, ROLES
-from .runtime.transcriber import TranscriptionOptions
+from .runtime import TranscriptionOptions
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")

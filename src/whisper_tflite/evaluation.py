@@ -115,6 +115,7 @@ class OracleSegment:
     end: float
     text: str
     temperature: float
+    avg_logprob: float
 
 
 def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type: str, threads: int = 2,
@@ -129,7 +130,7 @@ def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type
                                             cpu_threads=threads, num_workers=1)
     options = {"beam_size": 1, "best_of": 1, "language": "en", **options}
     segments, _ = _FASTER_WHISPER[key].transcribe(audio, **options)
-    return [OracleSegment(s.start, s.end, s.text, s.temperature) for s in segments]
+    return [OracleSegment(s.start, s.end, s.text, s.temperature, s.avg_logprob) for s in segments]
 
 
 _FASTER_WHISPER: dict = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 # Masks and suppression add this instead of -inf: -inf crashes TFLite kernels (reduce.cc Mean, WHILE gathers)
@@ -44,12 +43,14 @@ class GraphModule(tf.Module):
         return model
 
 
-def weights_of(checkpoint) -> dict[str, np.ndarray]:
-    """The HF TF model's weights by path (`model/encoder/conv1/kernel`), as float32 numpy arrays."""
+def weights_of(checkpoint) -> dict[str, tf.Variable]:
+    """The HF TF model's own float32 variables by path (`model/encoder/conv1/kernel`).
+
+    Every module built from a checkpoint shares them, so the weights exist once however many roles are
+    converted; and a graph that reads variables converts 2.6x faster than one holding the same weights as
+    constants, which every step of TF's export serializes again (tiny.en decoder_step: 17 s instead of 43 s)."""
     prefix = checkpoint.model.name + "/"
-    return {
-        v.name.removeprefix(prefix).removesuffix(":0"): v.numpy().astype(np.float32) for v in checkpoint.model.weights
-    }
+    return {v.name.removeprefix(prefix).removesuffix(":0"): v for v in checkpoint.model.weights}
 
 
 def layer_norm(x: tf.Tensor, weights: dict, name: str, epsilon: float = 1e-5) -> tf.Tensor:

@@ -83,8 +83,9 @@ def save_ggml(checkpoint: WhisperCheckpoint, path: str | Path) -> Path:
             token = backend.id_to_token(token_id) or ""
             data = bytes(decode[c] for c in token) if token_id != eot else token.encode()
             f.write(struct.pack("<i", len(data)) + data)
-        for tf_name, value in weights.items():
+        for tf_name, variable in weights.items():
             name = _openai_name(tf_name)
+            value = variable.numpy()
             if tf_name.endswith("/kernel"):
                 value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T  # to PyTorch [out, in(, k)]
             if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
