@@ -138,7 +138,6 @@ class LongFormDecoder:
         seek = 0
         while seek < content_frames:
             previous_seek = seek
-            time_offset = seek * HOP_LENGTH / SAMPLE_RATE
             segment_frames = min(N_FRAMES, content_frames - seek)
             silent = _leading_silence(audio[seek * HOP_LENGTH : (seek + segment_frames) * HOP_LENGTH])
             if silent == segment_frames:
