@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from .bundle import DEFAULT_MODELS, ROLES
-from .runtime import TranscriptionOptions
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
+from .runtime import TranscriptionOptions
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
 EXIT_INTERNAL = 1
