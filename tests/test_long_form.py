@@ -21,7 +21,7 @@ SILENCE_GAP = 60.0
 # Our dynamic-range int8 model and CTranslate2's int8 model are two different 8-bit approximations of the same
 # weights, and on one recording their WERs differ by chance: measured -4.3 to +4.6 points on the same case,
 # while our fp32 bundle gives faster-whisper float32's text exactly. So the default bundle's +1.0 point bound
-# applies to the six recordings x conditions pooled (2,000 words), not to each.
+# applies to the six recordings x conditions pooled (3,022 reference words), not to each.
 
 
 @pytest.fixture(scope="module")
