@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
+
 CER_LANGUAGES = {"ja", "zh", "ko"}  # no spaces between words: score characters
 
 
@@ -88,14 +90,12 @@ class Recording:
 
     @property
     def duration(self) -> float:
-        return len(self.audio) / 16000
+        return len(self.audio) / SAMPLE_RATE
 
 
 def join_clips(name: str, clips: list[Clip], load, gap_seconds: float = 1.0) -> Recording:
     """The clips one after another with `gap_seconds` of digital silence between them; `load(clip)` gives a
     clip's 16 kHz samples."""
-    from .audio import SAMPLE_RATE
-
     gap = np.zeros(round(gap_seconds * SAMPLE_RATE), np.float32)
     pieces, spans, position = [], [], 0
     for i, clip in enumerate(clips):
