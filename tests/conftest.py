@@ -33,6 +33,15 @@ def english_clips(clips):
 
 
 @pytest.fixture(scope="session")
+def read_speech_clips(english_clips):
+    """The English clips of read speech (jfk, LibriSpeech, LJ Speech) up to 30 s: where greedy `generate` runs."""
+    chosen = [c for c in english_clips if any(s in c.name for s in ("jfk", "librispeech", "ljspeech"))
+              and c.duration <= 30]
+    assert len(chosen) >= 10
+    return chosen
+
+
+@pytest.fixture(scope="session")
 def audio_cache():
     """16 kHz mono samples of each clip, decoded once."""
     cache = {}
@@ -67,15 +76,28 @@ def base():
     return load_whisper("base")
 
 
-def _reference_cache(checkpoint, audio_cache):
-    from whisper_tflite.reference import reference_features, reference_transcribe
+def _features_cache(checkpoint, audio_cache):
+    from whisper_tflite.reference import reference_features
+
+    cache = {}
+
+    def get(clip):
+        if clip.path not in cache:
+            cache[clip.path] = reference_features(checkpoint, audio_cache(clip))
+        return cache[clip.path]
+
+    return get
+
+
+def _reference_cache(checkpoint, features_of):
+    from whisper_tflite.reference import reference_transcribe
 
     cache = {}
 
     def get(clip, language=None):
         key = (clip.path, language)
         if key not in cache:
-            features = reference_features(checkpoint, audio_cache(clip))
+            features = features_of(clip)
             cache[key] = (features, reference_transcribe(checkpoint, language=language, features=features))
         return cache[key]
 
@@ -83,15 +105,27 @@ def _reference_cache(checkpoint, audio_cache):
 
 
 @pytest.fixture(scope="session")
-def tiny_en_reference(tiny_en, audio_cache):
-    """(features, ReferenceResult) per clip for tiny.en, computed once a run."""
-    return _reference_cache(tiny_en, audio_cache)
+def tiny_en_features(tiny_en, audio_cache):
+    """The reference's log-mel of each clip's first 30 s, for tiny.en, computed once a run."""
+    return _features_cache(tiny_en, audio_cache)
 
 
 @pytest.fixture(scope="session")
-def base_reference(base, audio_cache):
+def base_features(base, audio_cache):
+    return _features_cache(base, audio_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_en_reference(tiny_en, tiny_en_features):
+    """(features, ReferenceResult of greedy `generate`) per clip for tiny.en, computed once a run. `generate` is
+    slow (one eager call per token): parity tests judge teacher-forced (`tests/parity.py`) instead."""
+    return _reference_cache(tiny_en, tiny_en_features)
+
+
+@pytest.fixture(scope="session")
+def base_reference(base, base_features):
     """(features, ReferenceResult) per (clip, forced language) for base, computed once a run."""
-    return _reference_cache(base, audio_cache)
+    return _reference_cache(base, base_features)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from ai_edge_litert.interpreter import Interpreter
 from whisper_tflite.audio import pad_or_trim
 from whisper_tflite.evaluation import approximate_log_mel_nfft512
 from whisper_tflite.graphs.features import FeatureExtractor
-from whisper_tflite.reference import reference_features, reference_transcribe
+from whisper_tflite.reference import reference_disagreement, reference_features
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +56,10 @@ def test_features_model_holds_only_builtin_ops(features_tflite):
     assert list(detail["shape"]) == [480000]
 
 
-def test_our_features_give_reference_tokens(english_clips, audio_cache, tiny_en, features_graph, tiny_en_reference):
-    for clip in [c for c in english_clips if c.duration <= 30]:
+def test_our_features_give_reference_tokens(read_speech_clips, audio_cache, tiny_en, features_graph,
+                                            tiny_en_reference):
+    """The reference model fed our log-mel makes, token by token, the greedy choices it makes on its own."""
+    for clip in read_speech_clips:
         ours = features_graph(pcm=pad_or_trim(audio_cache(clip)))["log_mel"].numpy()
-        tokens = reference_transcribe(tiny_en, features=ours).tokens
-        assert tokens == tiny_en_reference(clip)[1].tokens, clip.name
+        tokens = tiny_en_reference(clip)[1].tokens
+        assert reference_disagreement(tiny_en, ours, tokens, prompt_length=2) is None, clip.name

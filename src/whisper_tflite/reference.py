@@ -1,4 +1,6 @@
-"""The reference: Hugging Face TF Whisper, greedy `generate`. Every converted model is held against it."""
+"""The reference: Hugging Face TF Whisper. Every converted model is held against it: its greedy `generate`, or
+teacher-forced, its own greedy choice at every position of a given sequence (one forward pass instead of one per
+token; a sequence that passes is exactly what greedy `generate` would produce, up to float rounding)."""
 
 from __future__ import annotations
 
@@ -57,3 +59,19 @@ def reference_logits(checkpoint: WhisperCheckpoint, features: np.ndarray, tokens
     """Raw next-token logits [len(tokens), vocab] with `tokens` teacher-forced: row i predicts token i+1."""
     output = checkpoint.model(input_features=features, decoder_input_ids=np.asarray([tokens], dtype=np.int32))
     return np.asarray(output.logits)[0]
+
+
+def reference_disagreement(
+    checkpoint: WhisperCheckpoint, features: np.ndarray, tokens: list[int], prompt_length: int
+) -> tuple[int, float] | None:
+    """None if every token of `tokens` after the prompt is the reference's greedy choice given the tokens before
+    it, with the suppression `generate` applies. Otherwise (index of the first token that is not, how far its
+    logit lies below the reference's choice): a small margin is a near tie, a large one a defect."""
+    logits = reference_logits(checkpoint, features, tokens[:-1]).astype(np.float64)
+    logits[:, checkpoint.suppress_tokens] = -np.inf
+    logits[prompt_length - 1, checkpoint.begin_suppress_tokens] = -np.inf
+    for index in range(prompt_length, len(tokens)):
+        row = logits[index - 1]
+        if row.argmax() != tokens[index]:
+            return index, float(row.max() - row[tokens[index]])
+    return None
