@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, load_audio
+from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, AudioSource, load_audio, source_name
 from ..bundle import TOKENIZER, Bundle
 from ..errors import AudioError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
@@ -279,7 +279,7 @@ class Transcriber:
 
     def transcribe(
         self,
-        audio: str | Path | np.ndarray,
+        audio: AudioSource,
         language: str | None = None,
         task: str = "transcribe",
         sample_rate: int | None = None,
@@ -293,7 +293,8 @@ class Transcriber:
         initial_prompt: str | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> TranscriptionResult:
-        """Text, language and timed segments of a file or an array (any length; arrays at `sample_rate`).
+        """Text, language and timed segments of any length of audio: a file path, "-" (stdin), bytes, a binary
+        file object, or an array at `sample_rate` (see `load_audio`).
 
         The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`.
         """
@@ -305,5 +306,5 @@ class Transcriber:
             prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
-            raise AudioError(f"{audio if not isinstance(audio, np.ndarray) else 'array'}: shorter than 10 ms")
+            raise AudioError(f"{source_name(audio)}: shorter than 10 ms")
         return self.decoder.transcribe(samples, language, task, options, progress)
