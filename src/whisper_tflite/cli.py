@@ -7,9 +7,11 @@ Errors end in one line on stderr and an exit code: 2 for a usage or input proble
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 from .bundle import DEFAULT_MODELS, ROLES
@@ -23,6 +25,7 @@ EXIT_USAGE = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whisper-tflite", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('whisper-tflite')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     convert = commands.add_parser("convert", help="convert a Whisper checkpoint into a TFLite bundle")
@@ -39,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files with a bundle")
-    transcribe.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    transcribe.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                            help="audio or video file (anything libsndfile or FFmpeg reads), or - for stdin")
     transcribe.add_argument("--model", type=Path, default=Path("bundles/tiny.en"),
                             help="bundle folder written by convert [bundles/tiny.en]")
     transcribe.add_argument("--language", default="auto", help="language code, or auto to detect [auto]")
@@ -48,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--output-dir", type=Path, help="write FILE.<format> there instead of stdout")
     transcribe.add_argument("--threads", type=int, help="interpreter threads [min(4, cores)]")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
+    transcribe.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
     decoding = transcribe.add_argument_group("decoding (faster-whisper's options and defaults)")
     decoding.add_argument("--temperature", type=_temperatures, default=TranscriptionOptions.temperature,
                           metavar="T[,T...]", help="temperature, or the fallback sequence "
@@ -131,6 +136,8 @@ def _transcribe(args) -> int:
     from .runtime import Transcriber
     from .runtime.formats import render
 
+    if args.verbose:
+        logging.getLogger("whisper_tflite").setLevel(logging.DEBUG)
     if args.threads is not None and args.threads < 1:
         return _fail("--threads must be at least 1", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)

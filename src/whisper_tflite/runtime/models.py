@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
@@ -10,15 +15,38 @@ from ..bundle import Bundle
 from ..errors import BundleError
 
 
+LOG = logging.getLogger("whisper_tflite")
+
+
+@contextlib.contextmanager
+def _native_log_hidden():
+    """LiteRT's C++ code prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on file descriptor 2
+    at every load; only redirecting that descriptor keeps it off a user's terminal. Shown when the
+    `whisper_tflite` logger is at DEBUG (`--verbose`)."""
+    if LOG.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class LiteRtModel:
     """One .tflite file's serving signature. Inputs persist between calls, so unchanged ones are set once."""
 
     def __init__(self, bundle: Bundle, role: str, threads: int | None):
         path = bundle.path(role)
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
-            runner = self.interpreter.get_signature_runner()
+            with _native_log_hidden():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
+                runner = self.interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{path} is not a loadable TFLite model ({e}); convert the bundle again") from None
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
