@@ -100,7 +100,7 @@ def test_silence_gives_empty_text(tmp_path, default_bundle):
 @pytest.mark.parametrize("options, message", [
     (["--language", "xx"], "unknown language 'xx'"),
     (["--task", "translate"], "is an English-only model: it cannot translate"),
-    (["--threads", "0"], "--threads must be at least 1"),
+    (["--threads", "-1"], "--threads must be 0 (the default) or more"),
 ])
 def test_bad_options_are_usage_errors(options, message, default_bundle, english_clips):
     done = run_cli("transcribe", english_clips[0].path, "--model", default_bundle, *options, "--quiet")

@@ -6,14 +6,15 @@ The public names are imported lazily, so `from whisper_tflite import Transcriber
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Transcriber", "convert", "load_whisper"]
+__all__ = ["Segment", "Transcriber", "TranscriptionOptions", "TranscriptionResult", "convert", "load_whisper"]
+_RUNTIME = ("Segment", "Transcriber", "TranscriptionOptions", "TranscriptionResult")
 
 
 def __getattr__(name: str):
-    if name == "Transcriber":
-        from .runtime import Transcriber
+    if name in _RUNTIME:
+        from . import runtime
 
-        return Transcriber
+        return getattr(runtime, name)
     if name == "convert":
         from .conversion import convert
 

@@ -46,11 +46,11 @@ def _parser() -> argparse.ArgumentParser:
                             help="audio or video file (anything libsndfile or FFmpeg reads), or - for stdin")
     transcribe.add_argument("--model", type=Path, default=Path("bundles/tiny.en"),
                             help="bundle folder written by convert [bundles/tiny.en]")
-    transcribe.add_argument("--language", default="auto", help="language code, or auto to detect [auto]")
+    transcribe.add_argument("--language", default="auto", help="language code or name (de, German), or auto to detect [auto]")
     transcribe.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     transcribe.add_argument("--format", choices=("txt", "srt", "vtt", "json", "tsv"), default="txt")
     transcribe.add_argument("--output-dir", type=Path, help="write FILE.<format> there instead of stdout")
-    transcribe.add_argument("--threads", type=int, help="interpreter threads [min(4, cores)]")
+    transcribe.add_argument("--threads", type=int, help="interpreter threads; 0 for the default [min(4, cores)]")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
     transcribe.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
     decoding = transcribe.add_argument_group("decoding (faster-whisper's options and defaults)")
@@ -138,11 +138,10 @@ def _transcribe(args) -> int:
 
     if args.verbose:
         logging.getLogger("whisper_tflite").setLevel(logging.DEBUG)
-    if args.threads is not None and args.threads < 1:
-        return _fail("--threads must be at least 1", EXIT_USAGE)
+    if args.threads is not None and args.threads < 0:
+        return _fail("--threads must be 0 (the default) or more", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)
-    language = None if args.language == "auto" else args.language
-    transcriber.check_request(language, args.task)  # before any file, not once per file
+    language = transcriber.check_request(args.language, args.task)  # before any file, not once per file
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []

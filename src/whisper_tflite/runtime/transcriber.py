@@ -259,6 +259,8 @@ class Transcriber:
         manifest = self.bundle.manifest
         self.multilingual = bool(manifest["dims"]["multilingual"])
         self.tokenizer = WhisperTokenizer.from_file(self.bundle.folder / TOKENIZER, self.multilingual)
+        if threads is not None and (not isinstance(threads, int) or threads < 0):
+            raise UsageError(f"threads must be a positive number, or 0 or None for the default (got {threads!r})")
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.stepper = TfliteStepper(self.bundle, self.threads)
         self.decoder = LongFormDecoder(self.stepper, self.tokenizer, manifest["suppress_tokens"],
@@ -268,14 +270,17 @@ class Transcriber:
     def languages(self) -> list[str]:
         return self.tokenizer.languages
 
-    def check_request(self, language: str | None, task: str) -> None:
-        """Refuses a language the model does not know, or translation with an English-only model."""
+    def check_request(self, language: str | None, task: str) -> str | None:
+        """The language code to decode with (None: detect). Refuses a language the model does not know, or
+        translation with an English-only model."""
+        language = None if language in (None, "auto") else self.tokenizer.language_code(language)
         if task not in ("transcribe", "translate"):
             raise UsageError(f"unknown task {task!r}: choose transcribe or translate")
         if language is not None and language not in self.languages:
             raise UsageError(f"unknown language {language!r} for this model (known: {', '.join(self.languages)})")
         if task == "translate" and not self.multilingual:
             raise UsageError(f"{self.bundle.folder} is an English-only model: it cannot translate")
+        return language
 
     def transcribe(
         self,
@@ -298,7 +303,7 @@ class Transcriber:
 
         The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`.
         """
-        self.check_request(language, task)
+        language = self.check_request(language, task)
         options = TranscriptionOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
