@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from whisper_tflite import Segment, Transcriber, TranscriptionResult, __version__
+from whisper_tflite.cli import _parser
 from whisper_tflite.errors import UsageError
 
 from .test_faults import run_cli
@@ -36,3 +39,41 @@ def test_api_takes_what_the_cli_takes(default_bundle, english_clips, audio_cache
             Transcriber(default_bundle, threads=threads)
     with pytest.raises(UsageError, match="unknown language 'Klingon'"):
         transcriber.transcribe(samples, language="Klingon")
+
+
+def test_help_explains_every_argument():
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        silent = [a.dest for a in command._actions if not a.help]
+        assert not silent, f"{name}: {silent} have no help"
+    done = run_cli("--help")
+    assert done.returncode == 0 and "examples:" in done.stdout and "transcribe -" in done.stdout
+
+
+def test_output_files_are_readable_by_others(tmp_path, default_bundle, english_clips):
+    done = run_cli("transcribe", english_clips[1].path, "--model", default_bundle, "--format", "srt",
+                   "--output-dir", tmp_path, "--quiet")
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / f"{english_clips[1].path.stem}.srt"
+    assert written.stat().st_mode & 0o044 == 0o044 and list(tmp_path.iterdir()) == [written]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("same stem", "would both be written to"),
+    ("dir is a file", "is a file, not a folder"),
+    ("cannot create", "cannot create it"),
+    ("srt to stdout", "give --output-dir"),
+])
+def test_output_problems_are_usage_errors_before_any_work(case, message, tmp_path, default_bundle, english_clips):
+    clip = english_clips[1].path
+    twin = tmp_path / "other" / clip.name
+    twin.parent.mkdir()
+    twin.symlink_to(clip)
+    (tmp_path / "a-file").write_text("")
+    args = {"same stem": [clip, twin, "--output-dir", tmp_path / "out"],
+            "dir is a file": [clip, "--output-dir", tmp_path / "a-file"],
+            "cannot create": [clip, "--output-dir", "/proc/no-such-folder"],
+            "srt to stdout": [clip, twin, "--format", "srt"]}[case]
+    done = run_cli("transcribe", *args, "--model", default_bundle, "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr

@@ -24,7 +24,15 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="whisper-tflite", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="whisper-tflite", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert Whisper checkpoints into TFLite/LiteRT bundles, and transcribe with them "
+                    "(without TensorFlow).",
+        epilog="examples:\n"
+               "  whisper-tflite convert tiny.en --out bundles/tiny.en\n"
+               "  whisper-tflite transcribe talk.m4a --model bundles/tiny.en --format srt --output-dir subs\n"
+               "  cat talk.flac | whisper-tflite transcribe - --format json\n\n"
+               "'whisper-tflite COMMAND --help' explains each option.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('whisper-tflite')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -47,8 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--model", type=Path, default=Path("bundles/tiny.en"),
                             help="bundle folder written by convert [bundles/tiny.en]")
     transcribe.add_argument("--language", default="auto", help="language code or name (de, German), or auto to detect [auto]")
-    transcribe.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
-    transcribe.add_argument("--format", choices=("txt", "srt", "vtt", "json", "tsv"), default="txt")
+    transcribe.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
+                            help="translate: English text from speech in any language (multilingual models)")
+    transcribe.add_argument("--format", choices=("txt", "srt", "vtt", "json", "tsv"), default="txt",
+                            help="txt: a segment a line; srt, vtt: subtitles; json: one object a file; tsv: "
+                                 "start, end (ms), text [txt]")
     transcribe.add_argument("--output-dir", type=Path, help="write FILE.<format> there instead of stdout")
     transcribe.add_argument("--threads", type=int, help="interpreter threads; 0 for the default [min(4, cores)]")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -123,10 +134,41 @@ def _convert(args) -> int:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Written beside, then renamed: never a half-written file; readable as any new file (umask), not 0600."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w", encoding="utf-8") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     os.replace(temporary, path)
+
+
+def _output_paths(files: list[Path], output_dir: Path | None, output_format: str) -> list[Path] | None:
+    """Where each file's result goes (None: stdout), checked before any work: a usable folder, no two inputs
+    with the same name, subtitles of several files not mixed on stdout."""
+    if output_dir is None:
+        if len(files) > 1 and output_format in ("srt", "vtt", "tsv"):
+            raise UsageError(f"{len(files)} files in {output_format} would be one stream of restarting cues: "
+                             "give --output-dir (one file each)")
+        return None
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output-dir {output_dir} is a file, not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--output-dir {output_dir}: cannot create it ({e.strerror})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--output-dir {output_dir}: not writable")
+    paths, seen = [], {}
+    for file in files:
+        path = output_dir / f"{'stdin' if str(file) == '-' else file.stem}.{output_format}"
+        if path in seen:
+            raise UsageError(f"{seen[path]} and {file} would both be written to {path}: transcribe them into "
+                             "different --output-dir folders")
+        seen[path] = file
+        paths.append(path)
+    return paths
 
 
 def _transcribe(args) -> int:
@@ -142,11 +184,10 @@ def _transcribe(args) -> int:
         return _fail("--threads must be 0 (the default) or more", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)
     language = transcriber.check_request(args.language, args.task)  # before any file, not once per file
-    if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
+    outputs = _output_paths(args.files, args.output_dir, args.format)
     failed: list[str] = []
     show = not args.quiet and len(args.files) > 1
-    for file in tqdm(args.files, desc="files", unit="file", disable=not show, file=sys.stderr):
+    for index, file in enumerate(tqdm(args.files, desc="files", unit="file", disable=not show, file=sys.stderr)):
         bars = []
 
         def progress(advance, total, name=file.name):
@@ -171,11 +212,11 @@ def _transcribe(args) -> int:
             for bar in bars:
                 bar.close()
         text = render(result, args.format, file=str(file))
-        if args.output_dir is None:
+        if outputs is None:
             sys.stdout.write(text)
             sys.stdout.flush()
         else:
-            _write_atomic(args.output_dir / f"{file.stem}.{args.format}", text)
+            _write_atomic(outputs[index], text)
     if failed:
         ok = len(args.files) - len(failed)
         print(f"whisper-tflite: {ok} of {len(args.files)} files transcribed; failed: {', '.join(failed)}",
