@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .bundle import DEFAULT_MODELS, ROLES
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
+from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                               f"decoder, pcm_encoder, encoder_decoder, whisper, generator [{','.join(DEFAULT_MODELS)}]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert.add_argument("--verbose", action="store_true", help="also TensorFlow's own log lines")
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files with a bundle")
     transcribe.add_argument("files", nargs="+", type=Path, metavar="FILE",
@@ -125,10 +127,11 @@ def model_roles(text: str) -> tuple[str, ...]:
 
 
 def _convert(args) -> int:
-    from .conversion import convert
+    with native_stderr_hidden() as terminal:  # TensorFlow is imported and runs in here
+        from .conversion import convert
 
-    path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models), force=args.force,
-                   progress=not args.quiet)
+        path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models),
+                       force=args.force, progress=False if args.quiet else terminal)
     print(path)
     return 0
 
@@ -178,8 +181,6 @@ def _transcribe(args) -> int:
     from .runtime import Transcriber
     from .runtime.formats import render
 
-    if args.verbose:
-        logging.getLogger("whisper_tflite").setLevel(logging.DEBUG)
     if args.threads is not None and args.threads < 0:
         return _fail("--threads must be 0 (the default) or more", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)
@@ -227,6 +228,8 @@ def _transcribe(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.verbose:
+        LOG.setLevel(logging.DEBUG)
     try:
         return _convert(args) if args.command == "convert" else _transcribe(args)
     except (SourceError, AudioError, BundleError, UsageError) as e:

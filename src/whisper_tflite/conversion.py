@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import TextIO
 from pathlib import Path
 
 import numpy as np
@@ -134,13 +135,14 @@ def convert(
     quantize: str | dict[str, str] | None = None,
     models: tuple[str, ...] = DEFAULT_MODELS,
     force: bool = False,
-    progress: bool = True,
+    progress: bool | TextIO = True,
 ) -> Path:
     """Converts a Whisper checkpoint into a bundle folder (default `bundles/<name>`), atomically: a temporary
     folder renamed at the end.
 
     `quantize`: None for the default per-component policy; "none", "fp16" or "dynamic-int8" for every model
     but the features graph; or a dict such as {"encoder": "fp16", "decoder_step": "dynamic-int8"}.
+    `progress`: a bar on stderr, none (False), or a bar on the given text stream.
     """
     from tqdm import tqdm
 
@@ -163,7 +165,8 @@ def convert(
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
     try:
-        with tqdm(total=len(roles) + 2, desc=f"converting {source}", unit="step", disable=not progress) as bar:
+        with tqdm(total=len(roles) + 2, desc=f"converting {source}", unit="step", disable=not progress,
+                  file=None if isinstance(progress, bool) else progress) as bar:
             bar.set_postfix_str("loading weights")
             checkpoint = load_whisper(source)
             bar.update()

@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import sys
-
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, normalize_log_mel, pad_or_trim
 from ..bundle import Bundle
 from ..errors import BundleError
-
-
-LOG = logging.getLogger("whisper_tflite")
-
-
-@contextlib.contextmanager
-def _native_log_hidden():
-    """LiteRT's C++ code prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on file descriptor 2
-    at every load; only redirecting that descriptor keeps it off a user's terminal. Shown when the
-    `whisper_tflite` logger is at DEBUG (`--verbose`)."""
-    if LOG.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+from ..native_log import native_stderr_hidden
 
 
 class LiteRtModel:
@@ -43,7 +17,7 @@ class LiteRtModel:
     def __init__(self, bundle: Bundle, role: str, threads: int | None):
         path = bundle.path(role)
         try:
-            with _native_log_hidden():
+            with native_stderr_hidden():
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
                 self.interpreter.allocate_tensors()
                 runner = self.interpreter.get_signature_runner()
