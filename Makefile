@@ -7,10 +7,10 @@ BUNDLE := bundles/tiny.en
 
 .PHONY: demo test bench clean
 
-$(BIN)/whisper-tflite: pyproject.toml
+$(BIN)/whisper-tflite: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 $(BUNDLE)/manifest.json: $(BIN)/whisper-tflite
