@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy in the README]")
     convert.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
+                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, alignment, "
                               f"decoder, pcm_encoder, encoder_decoder, whisper, generator [{','.join(DEFAULT_MODELS)}]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--output-dir", type=Path, help="write FILE.<format> there instead of stdout")
     transcribe.add_argument("--threads", type=int, help="interpreter threads [min(4, cores)]")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
+    transcribe.add_argument("--word-timestamps", action="store_true",
+                            help="time each word (json gains `words` per segment); needs the alignment model")
     decoding = transcribe.add_argument_group("decoding (faster-whisper's options and defaults)")
     decoding.add_argument("--temperature", type=_temperatures, default=TranscriptionOptions.temperature,
                           metavar="T[,T...]", help="temperature, or the fallback sequence "
@@ -135,7 +137,7 @@ def _transcribe(args) -> int:
         return _fail("--threads must be at least 1", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)
     language = None if args.language == "auto" else args.language
-    transcriber.check_request(language, args.task)  # before any file, not once per file
+    transcriber.check_request(language, args.task, args.word_timestamps)  # before any file, not once per file
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
@@ -156,7 +158,7 @@ def _transcribe(args) -> int:
                 compression_ratio_threshold=args.compression_ratio_threshold,
                 log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
                 condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
-                progress=progress)
+                word_timestamps=args.word_timestamps, progress=progress)
         except AudioError as e:
             print(f"whisper-tflite: error: {e}", file=sys.stderr)
             failed.append(str(file))
