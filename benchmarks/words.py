@@ -1,8 +1,9 @@
 """Word timestamps against faster-whisper's on the same weights: same words, start/end differences, and the
 cost of the alignment call.
 
-Run: .venv/bin/python benchmarks/words.py BUNDLE [CT2_FOLDER] [COMPUTE_TYPE]
-(defaults: the bundled tiny.en as CTranslate2 in .cache/ct2, float32), on the English clips of ../shared/audio.
+Run: .venv/bin/python benchmarks/words.py BUNDLE [CT2_FOLDER|-] [COMPUTE_TYPE]
+(defaults, or -: the bundled tiny.en as CTranslate2 in .cache/ct2; float32), on the English clips of
+../shared/audio.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ THREADS = 2
 
 
 def main(bundle: str, ct2: str | None = None, compute_type: str = "float32") -> None:
-    if ct2 is None:
+    if ct2 in (None, "-"):
         from whisper_tflite.sources import bundled_ct2_folder
 
         ct2 = bundled_ct2_folder("tiny.en", REPO / ".cache" / "ct2")
