@@ -89,3 +89,16 @@ def test_dtw_and_median_filter_follow_openai():
     assert tokens.tolist() == [0, 1, 1, 2, 2, 2, 2] and frames.tolist() == [0, 0, 1, 1, 2, 3, 4]
     x = np.array([[1.0, 9.0, 2.0, 3.0, 8.0, 4.0]])
     assert median_filter(x, 3).tolist() == [[9.0, 2.0, 3.0, 3.0, 4.0, 8.0]]
+
+
+def test_words_split_at_spaces_or_characters(tiny_bundle):
+    from whisper_tflite.tokens import WhisperTokenizer
+    from whisper_tflite.runtime.timing import split_to_word_tokens
+
+    tokenizer = WhisperTokenizer.from_file(tiny_bundle / "tokenizer.json", multilingual=False)
+    words, tokens = split_to_word_tokens(tokenizer, tokenizer.encode(" Hello, wonderful world!"), "en")
+    assert words == [" Hello", ",", " wonderful", " world", "!"]
+    assert [t for piece in tokens for t in piece] == tokenizer.encode(" Hello, wonderful world!")
+    # Without spaces: at every whole character, never inside one's UTF-8 bytes.
+    words, _ = split_to_word_tokens(tokenizer, tokenizer.encode("你好世界"), "zh")
+    assert "".join(words) == "你好世界" and all("\ufffd" not in w for w in words) and len(words) >= 2

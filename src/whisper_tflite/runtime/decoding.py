@@ -35,7 +35,7 @@ class Stepper(Protocol):
 
     def alignment_weights(self, tokens: list[int]) -> np.ndarray:
         """The alignment heads' cross-attention [heads, >= len(tokens), frames] of `tokens` from the first position
-        on the begun window, softmax over the frames (word timestamps)."""
+        on the begun window, softmax over the frames (word timestamps); None if they do not fit."""
 
 
 @dataclass

@@ -145,13 +145,14 @@ class TfliteStepper:
         self.offset = len(tokens)
 
     def alignment_weights(self, tokens: list[int]) -> np.ndarray:
-        """[heads, width, 1500]; rows past `tokens` see end-of-text padding. The cross K/V go into the aligner
-        only when words are asked for, from the encoder's outputs, which stay until it encodes the next window."""
+        """[heads, width, 1500], or None if the tokens are more than the width; rows past `tokens` see end-of-text
+        padding. The cross K/V go into the aligner only when words are asked for, from the encoder's outputs, which
+        stay until it encodes the next window."""
         if self.aligner is None:
             self.aligner = LiteRtModel(self.bundle, "alignment", self.threads)
         width = self.aligner.input_shapes["tokens"][-1]
         if len(tokens) > width:
-            raise IndexError(f"an alignment takes at most {width} tokens")
+            return None
         if not self.aligned:
             self.aligner.set(**{name: self.encoder.output(name) for name in self.aligner.inputs if name != "tokens"})
             self.aligned = True

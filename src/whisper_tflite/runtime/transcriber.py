@@ -169,9 +169,8 @@ class LongFormDecoder:
                     new_segments, seek, single_timestamp_ending = self._split(result, temperature, seek,
                                                                               segment_frames)
                     if options.word_timestamps:
-                        last_speech_timestamp = self._add_words(
-                            new_segments, start_sequence, segment_frames, window_seek, language,
-                            last_speech_timestamp)
+                        self._add_words(new_segments, start_sequence, segment_frames, window_seek, language,
+                                        last_speech_timestamp)
                         last_word_end = _last_end(new_segments)
                         # As faster-whisper: the next window starts after the last word, not the last timestamp.
                         if not single_timestamp_ending and last_word_end is not None and \
@@ -230,12 +229,18 @@ class LongFormDecoder:
         return max(not_loops or attempts, key=lambda r: r.avg_logprob), options.temperature[-1]
 
     def _add_words(self, segments: list[Segment], start_sequence: list[int], segment_frames: int, seek: int,
-                   language: str, last_speech_timestamp: float) -> float:
-        """Words of one window's segments, from one alignment call on the begun window."""
+                   language: str, last_speech_timestamp: float) -> None:
+        """Words of one window's segments, from one alignment call on the begun window (none without text)."""
         special = self.tokenizer.special
         text = [t for s in segments for t in s.tokens if t < special.eot]
-        weights = self.stepper.alignment_weights(start_sequence + [special.no_timestamps] + text + [special.eot])
-        return add_word_timestamps(segments, weights, self.tokenizer, len(start_sequence), segment_frames,
+        weights = None
+        if text:
+            weights = self.stepper.alignment_weights(start_sequence + [special.no_timestamps] + text + [special.eot])
+            if weights is None:  # more text than the context holds (a runaway window): no words rather than wrong
+                for segment in segments:
+                    segment.words = []
+                return
+        add_word_timestamps(segments, weights, self.tokenizer, len(start_sequence), segment_frames,
                                    seek * HOP_LENGTH / SAMPLE_RATE, language, last_speech_timestamp)
 
     def _split(self, result: DecodingResult, temperature: float, seek: int,
