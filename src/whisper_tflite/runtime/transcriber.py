@@ -17,7 +17,8 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 - Decoding is greedy at temperature 0 and takes one sample per temperature above it (faster-whisper's
   `beam_size=1, best_of=1`); beam search is not implemented yet.
 - Segment times are rounded to the millisecond and clamped to the audio's duration.
-- Word probabilities are the decoding's own token probabilities (see `timing.py`).
+- Word probabilities are the decoding's own token probabilities (see `timing.py`), and words are clamped into
+  their segment (faster-whisper's heuristics can start its first word before it or end its last word after it).
 - No VAD filter, `clip_timestamps`, `prefix`, `hotwords` or `hallucination_silence_threshold`.
 """
 
