@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy in the README]")
     convert.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, alignment, "
-                              f"decoder, pcm_encoder, encoder_decoder, whisper, generator [{','.join(DEFAULT_MODELS)}]")
+                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
+                              "alignment, decoder, pcm_encoder, encoder_decoder, whisper, generator "
+                              f"[{','.join(DEFAULT_MODELS)}]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
 

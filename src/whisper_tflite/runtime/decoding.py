@@ -33,7 +33,7 @@ class Stepper(Protocol):
 
     def step(self, token: int) -> np.ndarray: ...
 
-    def alignment_weights(self, tokens: list[int]) -> np.ndarray:
+    def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
         """The alignment heads' cross-attention [heads, >= len(tokens), frames] of `tokens` from the first position
         on the begun window, softmax over the frames (word timestamps); None if they do not fit."""
 

@@ -144,7 +144,7 @@ class TfliteStepper:
         self._write_rows(self.prefiller)
         self.offset = len(tokens)
 
-    def alignment_weights(self, tokens: list[int]) -> np.ndarray:
+    def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
         """[heads, width, 1500], or None if the tokens are more than the width; rows past `tokens` see end-of-text
         padding. The cross K/V go into the aligner only when words are asked for, from the encoder's outputs, which
         stay until it encodes the next window."""
