@@ -46,16 +46,19 @@ TINY_EN_IO = {
                      {"logits": [1, 1, 51864], **{f"new_{kv}_{i}": [6, 1, 64] for i in _LAYERS for kv in "kv"}}),
     "prefill": ({"tokens": [1, 224], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                 {f"new_{kv}_{i}": [6, 224, 64] for i in _LAYERS for kv in "kv"}),
+    # tiny.en's 8 alignment heads, over the full context
+    "alignment": ({"tokens": [1, 448], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
+                  {"weights": [8, 448, 1500]}),
 }
 INT32_INPUTS = {"tokens", "offset"}
 # What each --quantize value must give per role (the features graph always stays float32).
 EXPECTED_PLAN = {
     "none": dict.fromkeys(TINY_EN_IO, "none"),
-    "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16"},
+    "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16", "alignment": "fp16"},
     "dynamic-int8": {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
-                     "prefill": "dynamic-int8"},
+                     "prefill": "dynamic-int8", "alignment": "dynamic-int8"},
     None: {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
-           "prefill": "dynamic-int8"},
+           "prefill": "dynamic-int8", "alignment": "dynamic-int8"},
 }
 _TENSOR_TYPES = {0: "float32", 1: "float16", 9: "int8"}
 
@@ -102,6 +105,7 @@ def test_bundle_files_are_builtin_static_and_finite(bundle_for, quantize):
         if quantization == "none":
             assert not {"int8", "float16"} & set(weights), (role, weights)
     assert manifest["special_tokens"]["eot"] == 50256 and manifest["dims"]["n_mels"] == 80
+    assert manifest["alignment_heads"] == [[1, 0], [2, 0], [2, 5], [3, 0], [3, 1], [3, 2], [3, 3], [3, 4]]
     assert manifest["tools"]["tensorflow"] == "2.21.0"
 
 
@@ -112,7 +116,7 @@ def test_default_policy_per_role():
 
     assert quantization_plan(None, ROLES) == {
         "features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8", "prefill": "dynamic-int8",
-        "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
+        "alignment": "dynamic-int8", "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
         "generator": "dynamic-int8"}
     assert quantization_plan("fp16", ("features", "encoder")) == {"features": "none", "encoder": "fp16"}
 

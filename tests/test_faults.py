@@ -286,7 +286,8 @@ MANIFEST_PLACES = [("format",), ("format_version",), ("models",), ("models", "en
                    ("models", "decoder_step", "inputs"), ("models", "prefill", "outputs"),
                    ("models", "features", "sha256"), ("tokenizer",), ("tokenizer", "sha256"), ("dims",),
                    ("dims", "multilingual"), ("dims", "n_text_ctx"), ("dims", "n_vocab"), ("dims", "decoder_layers"),
-                   ("suppress_tokens",), ("begin_suppress_tokens",), ("languages",), ("special_tokens",), ("audio",)]
+                   ("suppress_tokens",), ("begin_suppress_tokens",), ("languages",), ("special_tokens",), ("audio",),
+                   ("alignment_heads",), ("models", "alignment", "outputs")]
 DELETE = object()
 
 

@@ -22,9 +22,9 @@ MULTILINGUAL_VOCAB = 51865  # English-only vocabularies have 51864 tokens
 DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_layers", "decoder_layers",
         "decoder_heads")
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
-DEFAULT_MODELS = ("features", "encoder", "decoder_step", "prefill")
-ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder", "pcm_encoder", "encoder_decoder", "whisper",
-         "generator")
+DEFAULT_MODELS = ("features", "encoder", "decoder_step", "prefill", "alignment")
+ROLES = ("features", "encoder", "decoder_step", "prefill", "alignment", "decoder", "pcm_encoder", "encoder_decoder",
+         "whisper", "generator")
 
 
 def sha256_of(path: Path) -> str:
@@ -131,6 +131,11 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
             raise _damaged(where, f"{MANIFEST} lacks {key} (a list of token ids)")
     if not _list_of(manifest.get("languages"), str):
         raise _damaged(where, f"{MANIFEST} lacks languages (a list of codes)")
+    # Optional, so format-2 bundles converted before the alignment role still load; the role needs it.
+    heads = manifest.get("alignment_heads")
+    if (heads is not None or "alignment" in models) and not (
+            isinstance(heads, list) and heads and all(_list_of(pair, int) and len(pair) == 2 for pair in heads)):
+        raise _damaged(where, f"{MANIFEST} lacks alignment_heads (a list of [layer, head] pairs)")
 
 
 def _damaged(where: Path | str, problem: str) -> BundleError:

@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                               "[default: the per-component policy in the README]")
     convert.add_argument("--models", default=",".join(DEFAULT_MODELS),
                          help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
-                              f"decoder, pcm_encoder, encoder_decoder, whisper, generator [{','.join(DEFAULT_MODELS)}]")
+                              "alignment, decoder, pcm_encoder, encoder_decoder, whisper, generator "
+                              f"[{','.join(DEFAULT_MODELS)}]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--verbose", action="store_true", help="also TensorFlow's own log lines")
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--threads", type=int, help="interpreter threads; 0 for the default [min(4, cores)]")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bars")
     transcribe.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
+    transcribe.add_argument("--word-timestamps", action="store_true",
+                            help="time each word (json gains `words` per segment); needs the alignment model")
     decoding = transcribe.add_argument_group("decoding (faster-whisper's options and defaults)")
     decoding.add_argument("--temperature", type=_temperatures, default=TranscriptionOptions.temperature,
                           metavar="T[,T...]", help="temperature, or the fallback sequence "
@@ -184,7 +187,8 @@ def _transcribe(args) -> int:
     if args.threads is not None and args.threads < 0:
         return _fail("--threads must be 0 (the default) or more", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)
-    language = transcriber.check_request(args.language, args.task)  # before any file, not once per file
+    # before any file, not once per file
+    language = transcriber.check_request(args.language, args.task, args.word_timestamps)
     outputs = _output_paths(args.files, args.output_dir, args.format)
     failed: list[str] = []
     show = not args.quiet and len(args.files) > 1
@@ -204,7 +208,7 @@ def _transcribe(args) -> int:
                 compression_ratio_threshold=args.compression_ratio_threshold,
                 log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
                 condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
-                progress=progress)
+                word_timestamps=args.word_timestamps, progress=progress)
         except AudioError as e:
             print(f"whisper-tflite: error: {e}", file=sys.stderr)
             failed.append(str(file))

@@ -79,6 +79,7 @@ DEFAULT_POLICY = {
     "encoder": "dynamic-int8",
     "decoder_step": "dynamic-int8",
     "prefill": "dynamic-int8",
+    "alignment": "dynamic-int8",
     "decoder": "dynamic-int8",
     "encoder_decoder": "dynamic-int8",
     "generator": "dynamic-int8",
@@ -105,12 +106,12 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
 
 def build_module(role: str, checkpoint):
     from .graphs.combined import Decoder, EncoderDecoder, Generator, PcmEncoder, Whisper
-    from .graphs.decoder import DecoderPrefill, DecoderStep
+    from .graphs.decoder import DecoderAlignment, DecoderPrefill, DecoderStep
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
 
     builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep, "prefill": DecoderPrefill,
-                "decoder": Decoder,
+                "alignment": DecoderAlignment, "decoder": Decoder,
                 "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
                 "generator": Generator}
     return builders[role].from_checkpoint(checkpoint)
@@ -190,6 +191,7 @@ def convert(
                 "languages": checkpoint.languages,
                 "suppress_tokens": checkpoint.suppress_tokens,
                 "begin_suppress_tokens": checkpoint.begin_suppress_tokens,
+                "alignment_heads": checkpoint.alignment_heads,
                 "audio": {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
                           "chunk_seconds": CHUNK_SECONDS},
                 "models": entries,

@@ -116,6 +116,7 @@ class OracleSegment:
     text: str
     temperature: float
     avg_logprob: float
+    words: list | None = None  # faster-whisper's Word tuples (start, end, word, probability), when asked
 
 
 def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type: str, threads: int = 2,
@@ -130,7 +131,49 @@ def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type
                                             cpu_threads=threads, num_workers=1)
     options = {"beam_size": 1, "best_of": 1, "language": "en", **options}
     segments, _ = _FASTER_WHISPER[key].transcribe(audio, **options)
-    return [OracleSegment(s.start, s.end, s.text, s.temperature, s.avg_logprob) for s in segments]
+    return [OracleSegment(s.start, s.end, s.text, s.temperature, s.avg_logprob, s.words) for s in segments]
+
+
+@dataclass(frozen=True)
+class WordAgreement:
+    """How one system's words agree with another's: words matched by their normalized text in order (difflib),
+    and the start and end differences of the matched ones."""
+
+    words: int  # of the reference system
+    matched: int
+    start_differences: np.ndarray  # seconds, absolute
+    end_differences: np.ndarray
+
+    @property
+    def same(self) -> float:
+        return self.matched / self.words if self.words else 1.0
+
+    def summary(self) -> str:
+        s, e = self.start_differences, self.end_differences
+        return (f"same words {self.matched}/{self.words} ({self.same:.1%}); |start difference| median "
+                f"{np.median(s):.3f} s, p95 {np.percentile(s, 95):.3f} s, max {s.max():.2f} s; |end difference| "
+                f"median {np.median(e):.3f} s, p95 {np.percentile(e, 95):.3f} s, max {e.max():.2f} s")
+
+
+def word_agreement(pairs: list[tuple[list, list]]) -> WordAgreement:
+    """`pairs`: per recording, (ours, theirs) as sequences of words with `start`, `end` and `word`."""
+    import difflib
+    import string
+
+    def key(word) -> str:
+        return word.word.strip().lower().strip(string.punctuation + "“”¿")
+
+    total, matched, starts, ends = 0, 0, [], []
+    for ours, theirs in pairs:
+        total += len(theirs)
+        matcher = difflib.SequenceMatcher(None, [key(w) for w in ours], [key(w) for w in theirs], autojunk=False)
+        for block in matcher.get_matching_blocks():
+            for k in range(block.size):
+                a, b = ours[block.a + k], theirs[block.b + k]
+                matched += 1
+                starts.append(abs(a.start - b.start))
+                ends.append(abs(a.end - b.end))
+    return WordAgreement(total, matched, np.array(starts), np.array(ends))
 
 
 _FASTER_WHISPER: dict = {}

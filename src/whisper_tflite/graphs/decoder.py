@@ -137,3 +137,57 @@ class DecoderPrefill(DecoderStep):
 
     def call(self, inputs):
         return self._layers(inputs)[0]
+
+
+class DecoderAlignment(DecoderStep):
+    """Word timing's input (openai/whisper `timing.py`): tokens [1, n_text_ctx] from position 0 (start-of-transcript
+    sequence, <|notimestamps|>, a window's text tokens, end-of-text, then padding), cross_k_{i}/cross_v_{i} ->
+    `weights` [n_alignment_heads, n_text_ctx, n_audio_ctx]: the alignment heads' cross-attention, softmax over the
+    audio frames.
+
+    The full context width, so every window's text fits in one call. The padding after end-of-text cannot change
+    the rows before it (causal self-attention); the runtime reads those rows only. Layers after the last
+    alignment head are not built, nor the MLP of that layer: nothing reads them."""
+
+    role = "alignment"
+
+    def __init__(self, weights: dict, config, heads: list[list[int]]):
+        super().__init__(weights, config, n_tokens=config.max_target_positions)
+        self.alignment_heads = [tuple(pair) for pair in heads]
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> "DecoderAlignment":
+        return cls(weights_of(checkpoint), checkpoint.model.config, checkpoint.alignment_heads)
+
+    @property
+    def input_signature(self):
+        return [spec for spec in super().input_signature if spec.name == "tokens" or spec.name.startswith("cross_")]
+
+    def call(self, inputs):
+        w = self.w
+        tokens = inputs["tokens"]
+        count = tokens.shape[1]
+        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tokens[0])
+        x = x + w["model/decoder/embed_positions/weight"][:count]
+        causal_bias = tf.constant(
+            [[NEG_INF if j > t else 0.0 for j in range(count)] for t in range(count)], tf.float32)
+        last = max(layer for layer, _ in self.alignment_heads)
+        weights = {}
+        for i in range(last + 1):
+            p = f"model/decoder/layers.{i}"
+            h = layer_norm(x, w, f"{p}/self_attn_layer_norm")
+            q, k, v = (split_heads(dense(h, w, f"{p}/self_attn/{n}_proj"), self.heads) for n in "qkv")
+            x = x + dense(merge_heads(attend(q, k, v, causal_bias)), w, f"{p}/self_attn/out_proj")
+            h = layer_norm(x, w, f"{p}/encoder_attn_layer_norm")
+            q = split_heads(dense(h, w, f"{p}/encoder_attn/q_proj"), self.heads)
+            for layer, head in self.alignment_heads:
+                if layer == i:
+                    scores = tf.matmul(q[head] * (self.head_dim ** -0.5), inputs[f"cross_k_{i}"][head],
+                                       transpose_b=True)
+                    weights[layer, head] = tf.nn.softmax(scores, axis=-1)
+            if i == last:
+                break
+            cross = attend(q, inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"])
+            x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
+            x = mlp(x, w, p)
+        return {"weights": tf.stack([weights[pair] for pair in self.alignment_heads])}

@@ -33,10 +33,15 @@ class Stepper(Protocol):
 
     def step(self, token: int) -> np.ndarray: ...
 
+    def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
+        """The alignment heads' cross-attention [heads, >= len(tokens), frames] of `tokens` from the first position
+        on the begun window, softmax over the frames (word timestamps); None if they do not fit."""
+
 
 @dataclass
 class DecodingResult:
     tokens: list[int]  # sampled tokens, without the prompt and the final end-of-text
+    token_logprobs: list[float]  # each sampled token's log-probability (word probabilities)
     text: str
     avg_logprob: float
     no_speech_prob: float
@@ -141,6 +146,7 @@ def decode_window(
             no_speech_prob = float(np.exp(logits[special.no_speech] - logsumexp(logits)))
     sample_len = sample_len or stepper.n_ctx - len(prompt)
     sampled: list[int] = []
+    logprobs: list[float] = []
     sum_logprob = 0.0
     while True:
         filtered = logit_filter(logits, sampled)
@@ -149,15 +155,18 @@ def decode_window(
         else:
             probs = np.exp(log_softmax(filtered / temperature), dtype=np.float64)
             token = int(rng.choice(len(probs), p=probs / probs.sum()))
-        sum_logprob += float(filtered[token]) - logsumexp(filtered)
+        logprob = float(filtered[token]) - logsumexp(filtered)
+        sum_logprob += logprob
         if token == special.eot:
             break
         sampled.append(token)
+        logprobs.append(logprob)
         if len(sampled) >= sample_len or len(prompt) + len(sampled) >= stepper.n_ctx:
             break
         logits = stepper.step(token)
     return DecodingResult(
         tokens=sampled,
+        token_logprobs=logprobs,
         text=tokenizer.decode(sampled),
         avg_logprob=sum_logprob / (len(sampled) + 1),
         no_speech_prob=no_speech_prob,

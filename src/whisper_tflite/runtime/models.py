@@ -56,12 +56,13 @@ CONTEXT_FRAMES = 2  # a frame spans n_fft = 400 samples: 1.25 hops either side o
 
 
 class TfliteStepper:
-    """Runs a bundle's features, encoder, prefill and decoder_step for one 30 s window at a time.
+    """Runs a bundle's features, encoder, prefill, decoder_step and alignment for one 30 s window at a time.
 
     `begin` encodes a window and hands its cross K/V to the decoders once; `prefill` feeds a prompt in one call;
     `step` feeds one token at the next position and returns that position's logits; `reset` starts a new token
-    sequence on the same audio. The K/V rows each call returns are written into decoder_step's cache inputs in
-    place: the cache never leaves the interpreter.
+    sequence on the same audio; `alignment_weights` gives the alignment heads' attention for word timestamps.
+    The K/V rows each call returns are written into decoder_step's cache inputs in place: the cache never leaves
+    the interpreter.
     """
 
     def __init__(self, bundle: Bundle, threads: int | None):
@@ -70,6 +71,9 @@ class TfliteStepper:
         self.decoder = LiteRtModel(bundle, "decoder_step", threads)
         # Without a prefill model (it is optional), prompts are fed one token per step.
         self.prefiller = LiteRtModel(bundle, "prefill", threads) if "prefill" in bundle.models else None
+        self.bundle, self.threads = bundle, threads
+        self.aligner: LiteRtModel | None = None  # loaded at the first word timestamps: its arena is large
+        self.aligned = False  # whether the aligner holds the begun window's cross K/V
         self.n_ctx = bundle.manifest["dims"]["n_text_ctx"]
         layers = bundle.manifest["dims"]["decoder_layers"]
         self.rows = {f"new_{kv}_{i}": f"self_{kv}_{i}" for i in range(layers) for kv in "kv"}
@@ -119,6 +123,7 @@ class TfliteStepper:
                 self.decoder.set(**{name: cross})
                 if self.prefiller is not None:
                     self.prefiller.set(**{name: cross})
+        self.aligned = False
         self.reset()
 
     def reset(self) -> None:
@@ -140,6 +145,23 @@ class TfliteStepper:
         self.prefiller.run(tokens=padded)
         self._write_rows(self.prefiller)
         self.offset = len(tokens)
+
+    def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
+        """[heads, width, 1500], or None if the tokens are more than the width; rows past `tokens` see end-of-text
+        padding. The cross K/V go into the aligner only when words are asked for, from the encoder's outputs, which
+        stay until it encodes the next window."""
+        if self.aligner is None:
+            self.aligner = LiteRtModel(self.bundle, "alignment", self.threads)
+        width = self.aligner.input_shapes["tokens"][-1]
+        if len(tokens) > width:
+            return None
+        if not self.aligned:
+            self.aligner.set(**{name: self.encoder.output(name) for name in self.aligner.inputs if name != "tokens"})
+            self.aligned = True
+        padded = np.full([1, width], tokens[-1], np.int32)
+        padded[0, : len(tokens)] = tokens
+        self.aligner.run(tokens=padded)
+        return self.aligner.output("weights")
 
     def step(self, token: int) -> np.ndarray:
         if self.offset >= self.n_ctx:

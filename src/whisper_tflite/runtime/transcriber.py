@@ -17,8 +17,9 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 - Decoding is greedy at temperature 0 and takes one sample per temperature above it (faster-whisper's
   `beam_size=1, best_of=1`); beam search is not implemented yet.
 - Segment times are rounded to the millisecond and clamped to the audio's duration.
-- No VAD filter, `clip_timestamps`, `prefix`, `hotwords`, word timestamps or
-  `hallucination_silence_threshold`.
+- Word probabilities are the decoding's own token probabilities (see `timing.py`), and words are clamped into
+  their segment (faster-whisper's heuristics can start its first word before it or end its last word after it).
+- No VAD filter, `clip_timestamps`, `prefix`, `hotwords` or `hallucination_silence_threshold`.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import numpy as np
 
 from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, AudioSource, load_audio, source_name
 from ..bundle import TOKENIZER, Bundle
-from ..errors import AudioError, UsageError
+from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import DecodingResult, LogitFilter, Stepper, decode_window, detect_language
+from .timing import Word, add_word_timestamps
 
 # Audio quieter than -80 dBFS RMS holds no speech: decoding a window of it makes Whisper invent " you", and a
 # window that starts with seconds of it puts the first segment's start there (a first timestamp is at most 1 s).
@@ -55,6 +57,7 @@ class TranscriptionOptions:
     condition_on_previous_text: bool = True
     prompt_reset_on_temperature: float = 0.5
     initial_prompt: str | None = None
+    word_timestamps: bool = False
 
     def __post_init__(self):
         temperatures = self.temperature
@@ -72,10 +75,12 @@ class Segment:
     end: float
     text: str
     tokens: list[int] = field(repr=False, default_factory=list)  # as sampled: timestamp tokens included
+    token_logprobs: list[float] = field(repr=False, default_factory=list)  # one per token
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     temperature: float = 0.0
     compression_ratio: float = 0.0
+    words: list[Word] | None = None  # with word_timestamps only
 
 
 @dataclass
@@ -91,8 +96,16 @@ class TranscriptionResult:
             "language": self.language,
             "language_probability": self.language_probability,
             "text": self.text,
-            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
+            "segments": [_segment_dict(s) for s in self.segments],
         }
+
+
+def _segment_dict(segment: Segment) -> dict:
+    entry = {"start": segment.start, "end": segment.end, "text": segment.text}
+    if segment.words is not None:
+        entry["words"] = [{"start": w.start, "end": w.end, "word": w.word, "probability": round(w.probability, 4)}
+                          for w in segment.words]
+    return entry
 
 
 def suppressed_tokens(tokenizer: WhisperTokenizer, suppress: list[int]) -> list[int]:
@@ -135,6 +148,7 @@ class LongFormDecoder:
         if options.initial_prompt is not None:
             all_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
         prompt_reset_since = 0
+        last_speech_timestamp = 0.0
         seek = 0
         while seek < content_frames:
             previous_seek = seek
@@ -152,7 +166,19 @@ class LongFormDecoder:
                 if self._is_silence(result, options):
                     seek += segment_frames
                 else:
-                    new_segments, seek = self._split(result, temperature, seek, segment_frames)
+                    window_seek = seek
+                    new_segments, seek, single_timestamp_ending = self._split(result, temperature, seek,
+                                                                              segment_frames)
+                    if options.word_timestamps:
+                        self._add_words(new_segments, start_sequence, segment_frames, window_seek, language,
+                                        last_speech_timestamp)
+                        last_word_end = _last_end(new_segments)
+                        # As faster-whisper: the next window starts after the last word, not the last timestamp.
+                        if not single_timestamp_ending and last_word_end is not None and \
+                                last_word_end > window_seek * HOP_LENGTH / SAMPLE_RATE:
+                            seek = round(last_word_end * SAMPLE_RATE / HOP_LENGTH)
+                        if last_word_end is not None:
+                            last_speech_timestamp = last_word_end
                     for segment in new_segments:
                         if segment.start == segment.end or not segment.text.strip():
                             continue
@@ -165,6 +191,9 @@ class LongFormDecoder:
         for segment in segments:
             segment.end = min(segment.end, round(duration, 3))
             segment.start = min(segment.start, segment.end)
+            for word in segment.words or []:  # the heuristics may stretch a word past its segment
+                word.start = min(max(word.start, segment.start), segment.end)
+                word.end = min(max(word.end, word.start), segment.end)
         text = "".join(s.text for s in segments).strip()
         return TranscriptionResult(text, language, language_probability, segments, duration)
 
@@ -200,18 +229,36 @@ class LongFormDecoder:
             attempts.append(result)
         return max(not_loops or attempts, key=lambda r: r.avg_logprob), options.temperature[-1]
 
+    def _add_words(self, segments: list[Segment], start_sequence: list[int], segment_frames: int, seek: int,
+                   language: str, last_speech_timestamp: float) -> None:
+        """Words of one window's segments, from one alignment call on the begun window (none without text)."""
+        special = self.tokenizer.special
+        text = [t for s in segments for t in s.tokens if t < special.eot]
+        weights = None
+        if text:
+            weights = self.stepper.alignment_weights(start_sequence + [special.no_timestamps] + text + [special.eot])
+            if weights is None:  # more text than the context holds (a runaway window): no words rather than wrong
+                for segment in segments:
+                    segment.words = []
+                return
+        add_word_timestamps(segments, weights, self.tokenizer, len(start_sequence), segment_frames,
+                                   seek * HOP_LENGTH / SAMPLE_RATE, language, last_speech_timestamp)
+
     def _split(self, result: DecodingResult, temperature: float, seek: int,
-               segment_frames: int) -> tuple[list[Segment], int]:
-        """Segments between timestamp pairs, and the next window's first mel frame."""
+               segment_frames: int) -> tuple[list[Segment], int, bool]:
+        """Segments between timestamp pairs, the next window's first mel frame, and whether the window ended
+        with a single timestamp (no speech after it)."""
         begin = self.tokenizer.special.timestamp_begin
         time_offset = seek * HOP_LENGTH / SAMPLE_RATE
         tokens = result.tokens
         single_timestamp_ending = len(tokens) >= 2 and tokens[-2] < begin <= tokens[-1]
         boundaries = [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
 
-        def segment(piece: list[int], start: float, end: float) -> Segment:
+        def segment(first: int, last: int, start: float, end: float) -> Segment:
+            piece = tokens[first:last]
             return Segment(start=round(start, 3), end=round(end, 3), text=self.tokenizer.decode(piece),
-                           tokens=piece, avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+                           tokens=piece, token_logprobs=result.token_logprobs[first:last],
+                           avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
                            temperature=temperature, compression_ratio=result.compression_ratio)
 
         if not boundaries:
@@ -219,19 +266,26 @@ class LongFormDecoder:
             length = segment_frames * HOP_LENGTH / SAMPLE_RATE
             if stamps and stamps[-1] != begin:
                 length = (stamps[-1] - begin) * TIMESTAMP_STEP
-            return [segment(tokens, time_offset, time_offset + length)], seek + segment_frames
+            return ([segment(0, len(tokens), time_offset, time_offset + length)], seek + segment_frames,
+                    single_timestamp_ending)
         if single_timestamp_ending:
             boundaries.append(len(tokens))
         segments, last = [], 0
         for current in boundaries:
-            piece = tokens[last:current]
-            segments.append(segment(piece, time_offset + (piece[0] - begin) * TIMESTAMP_STEP,
-                                    time_offset + (piece[-1] - begin) * TIMESTAMP_STEP))
+            segments.append(segment(last, current, time_offset + (tokens[last] - begin) * TIMESTAMP_STEP,
+                                    time_offset + (tokens[current - 1] - begin) * TIMESTAMP_STEP))
             last = current
         if single_timestamp_ending:  # no speech after the last timestamp
-            return segments, seek + segment_frames
+            return segments, seek + segment_frames, True
         # The last segment is unfinished: the next window starts where the last complete one ended.
-        return segments, seek + (tokens[last - 1] - begin) * FRAMES_PER_TOKEN
+        return segments, seek + (tokens[last - 1] - begin) * FRAMES_PER_TOKEN, False
+
+
+def _last_end(segments: list[Segment]) -> float | None:
+    """The end of the window's last word, or of its last segment if it has no words (faster-whisper's
+    `get_end`)."""
+    ends = [w.end for s in segments for w in s.words or []]
+    return ends[-1] if ends else segments[-1].end if segments else None
 
 
 def _window(log_mel: np.ndarray, seek: int, frames: int) -> np.ndarray:
@@ -270,10 +324,13 @@ class Transcriber:
     def languages(self) -> list[str]:
         return self.tokenizer.languages
 
-    def check_request(self, language: str | None, task: str) -> str | None:
-        """The language code to decode with (None: detect). Refuses a language the model does not know, or
-        translation with an English-only model."""
+    def check_request(self, language: str | None, task: str, word_timestamps: bool = False) -> str | None:
+        """The language code to decode with (None: detect). Refuses a language the model does not know,
+        translation with an English-only model, or word timestamps from a bundle without the alignment model."""
         language = None if language in (None, "auto") else self.tokenizer.language_code(language)
+        if word_timestamps and "alignment" not in self.bundle.models:
+            raise BundleError(f"{self.bundle.folder} has no alignment model, which word timestamps need; "
+                              "convert the bundle again")
         if task not in ("transcribe", "translate"):
             raise UsageError(f"unknown task {task!r}: choose transcribe or translate")
         if language is not None and language not in self.languages:
@@ -296,6 +353,7 @@ class Transcriber:
         condition_on_previous_text: bool = TranscriptionOptions.condition_on_previous_text,
         prompt_reset_on_temperature: float = TranscriptionOptions.prompt_reset_on_temperature,
         initial_prompt: str | None = None,
+        word_timestamps: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> TranscriptionResult:
         """Text, language and timed segments of any length of audio: a file path, "-" (stdin), bytes, a binary
@@ -303,12 +361,13 @@ class Transcriber:
 
         The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`.
         """
-        language = self.check_request(language, task)
+        language = self.check_request(language, task, word_timestamps)
         options = TranscriptionOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
-            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt)
+            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
+            word_timestamps=word_timestamps)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{source_name(audio)}: shorter than 10 ms")

@@ -40,6 +40,17 @@ class WhisperCheckpoint:
         return list(self.special_tokens.languages) if self.multilingual else ["en"]
 
     @property
+    def alignment_heads(self) -> list[list[int]]:
+        """[layer, head] pairs of the decoder's cross-attention heads that follow the words' timing; without the
+        checkpoint's list, every head of the second half of the layers (openai/whisper's default)."""
+        heads = getattr(self.generation_config, "alignment_heads", None)
+        if heads:
+            return [[int(layer), int(head)] for layer, head in heads]
+        config = self.model.config
+        return [[layer, head] for layer in range(config.decoder_layers // 2, config.decoder_layers)
+                for head in range(config.decoder_attention_heads)]
+
+    @property
     def suppress_tokens(self) -> list[int]:
         return list(self.generation_config.suppress_tokens or [])
 
