@@ -112,7 +112,9 @@ def test_cli_json_lines(default_bundle, english_clips):
     for line in lines:
         assert set(line) == {"file", "language", "language_probability", "text", "segments"}
         assert line["language"] == "en" and line["text"]
-        assert all(set(s) == {"start", "end", "text"} for s in line["segments"])
+        assert [s["id"] for s in line["segments"]] == list(range(len(line["segments"])))
+        assert all(set(s) == {"id", "start", "end", "text", "tokens", "temperature", "avg_logprob",
+                              "compression_ratio", "no_speech_prob"} for s in line["segments"])
 
 
 @pytest.mark.parametrize("fmt", ["txt", "srt", "vtt", "tsv", "json"])

@@ -96,12 +96,15 @@ class TranscriptionResult:
             "language": self.language,
             "language_probability": self.language_probability,
             "text": self.text,
-            "segments": [_segment_dict(s) for s in self.segments],
+            "segments": [_segment_dict(index, s) for index, s in enumerate(self.segments)],
         }
 
 
-def _segment_dict(segment: Segment) -> dict:
-    entry = {"start": segment.start, "end": segment.end, "text": segment.text}
+def _segment_dict(index: int, segment: Segment) -> dict:
+    """openai-whisper's segment fields (`seek` aside), so its users' code reads ours."""
+    entry = {"id": index, "start": segment.start, "end": segment.end, "text": segment.text,
+             "tokens": segment.tokens, "temperature": segment.temperature, "avg_logprob": segment.avg_logprob,
+             "compression_ratio": segment.compression_ratio, "no_speech_prob": segment.no_speech_prob}
     if segment.words is not None:
         entry["words"] = [{"start": w.start, "end": w.end, "word": w.word, "probability": round(w.probability, 4)}
                           for w in segment.words]
