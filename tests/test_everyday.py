@@ -20,7 +20,7 @@ def test_version():
 
 def test_litert_log_only_when_verbose(default_bundle, english_clips):
     clip = english_clips[1].path
-    quiet = run_cli("transcribe", clip, "--model", default_bundle)
+    quiet = run_cli("transcribe", clip, "--model", default_bundle, "--threads", "0")  # 0: the default
     verbose = run_cli("transcribe", clip, "--model", default_bundle, "--verbose")
     assert quiet.returncode == verbose.returncode == 0
     assert quiet.stderr == "", quiet.stderr
