@@ -37,7 +37,7 @@ class Encoder(GraphModule):
 
     def call(self, inputs):
         w = self.w
-        x = tf.transpose(inputs["log_mel"][0])  # [3000, n_mels]: channels last for the convolutions
+        x = tf.transpose(tf.reshape(inputs["log_mel"], [self.n_mels, self.n_frames]))  # channels last for the convs
         x = _conv(x, w, "model/encoder/conv1", stride=1)
         x = _conv(x, w, "model/encoder/conv2", stride=2)
         x = x + w["model/encoder/embed_positions/weight"]
@@ -48,7 +48,7 @@ class Encoder(GraphModule):
             x = x + dense(merge_heads(attend(q, k, v)), w, f"{p}/self_attn/out_proj")
             x = mlp(x, w, p)
         hidden = layer_norm(x, w, "model/encoder/layer_norm")
-        outputs = {"hidden": hidden[tf.newaxis]}
+        outputs = {"hidden": tf.reshape(hidden, [1, *hidden.shape])}
         for i in range(self.decoder_layers):
             p = f"model/decoder/layers.{i}/encoder_attn"
             outputs[f"cross_k_{i}"] = split_heads(dense(hidden, w, f"{p}/k_proj"), self.decoder_heads)
@@ -56,8 +56,15 @@ class Encoder(GraphModule):
         return outputs
 
 
+# Added or dropped unit axes are reshapes, never `[0]` / `[tf.newaxis]`: those convert to STRIDED_SLICE with
+# axis masks, which XNNPACK does not take, so TFLite's reference kernel copied the tensor element by element
+# (6 % of the encoder) and split the delegated graph around it.
+
+
 def _conv(x: tf.Tensor, weights: dict, name: str, stride: int) -> tf.Tensor:
     """Width-3 convolution with one frame of zero padding each side, then exact GELU, as Whisper's stem."""
-    padded = tf.pad(x, [[1, 1], [0, 0]])[tf.newaxis]
-    y = tf.nn.conv1d(padded, weights[f"{name}/kernel"], stride=stride, padding="VALID")[0]
+    padded = tf.pad(x, [[1, 1], [0, 0]])
+    padded = tf.reshape(padded, [1, *padded.shape])
+    y = tf.nn.conv1d(padded, weights[f"{name}/kernel"], stride=stride, padding="VALID")
+    y = tf.reshape(y, y.shape[1:])
     return tf.nn.gelu(y + weights[f"{name}/bias"], approximate=False)
