@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .base import NEG_INF, GraphModule, attend, dense, layer_norm, merge_heads, mlp, split_heads, weights_of
+from .base import (NEG_INF, GraphModule, attend, dense, layer_norm, merge_heads, mix_values, mlp, query_keys, split_heads,
+                   weights_of)
 
 
 class DecoderStep(GraphModule):
@@ -55,7 +56,7 @@ class DecoderStep(GraphModule):
         outputs, x = self._layers(inputs)
         x = layer_norm(x, self.w, "model/decoder/layer_norm")
         logits = tf.matmul(x, self.w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
-        outputs["logits"] = logits[tf.newaxis]
+        outputs["logits"] = tf.reshape(logits, [1, *logits.shape])  # not [tf.newaxis]: a STRIDED_SLICE copy
         return outputs
 
     def _layers(self, inputs):
@@ -66,12 +67,13 @@ class DecoderStep(GraphModule):
         count = tokens.shape[1]
         has_cache = "self_k_0" in inputs
         offset = inputs["offset"] if has_cache else tf.zeros([1], tf.int32)
-        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tokens[0])
+        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tf.reshape(tokens, [count]))
         # A slice, not a gather: dynamic-range int8 quantizes a gathered table with one scale for all of it,
         # which cost the step path 4 % of its K/V values against a float32 table.
         x = x + tf.slice(w["model/decoder/embed_positions/weight"], tf.concat([offset, [0]], 0), [count, -1])
         # Cache slots from `offset` on are empty; among the new tokens, each sees itself and those before it.
-        cache_bias = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)[tf.newaxis] * NEG_INF
+        empty = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)
+        cache_bias = tf.reshape(empty, [1, self.n_ctx]) * NEG_INF
         causal_bias = tf.constant(
             [[NEG_INF if j > t else 0.0 for j in range(count)] for t in range(count)], tf.float32)
         outputs = {}
@@ -107,11 +109,11 @@ def _attend_two(q: tf.Tensor, first: tuple, second: tuple) -> tf.Tensor:
     """Attention over two key/value blocks (keys, values, additive bias) as if they were concatenated, without
     building the concatenation (a copy of the whole cache)."""
     scale = q.shape[-1] ** -0.5
-    scores = [tf.matmul(q * scale, keys, transpose_b=True) + bias for keys, _, bias in (first, second)]
+    scores = [query_keys(q * scale, keys) + bias for keys, _, bias in (first, second)]
     peak = tf.maximum(tf.reduce_max(scores[0], -1, keepdims=True), tf.reduce_max(scores[1], -1, keepdims=True))
     weights = [tf.exp(s - peak) for s in scores]
     total = tf.reduce_sum(weights[0], -1, keepdims=True) + tf.reduce_sum(weights[1], -1, keepdims=True)
-    mixed = tf.matmul(weights[0], first[1]) + tf.matmul(weights[1], second[1])
+    mixed = mix_values(weights[0], first[1]) + mix_values(weights[1], second[1])
     return mixed / total
 
 
