@@ -64,7 +64,8 @@ def _tflite_worker(path: str, threads: int):
     def run(audio, language):
         for key in stages:
             stages[key] = 0
-        text = transcriber.transcribe(audio, language=language if transcriber.multilingual else None).text
+        text = transcriber.transcribe(audio, language=language if transcriber.multilingual else None,
+                                      beam_size=1, best_of=1).text
         return text, dict(stages)
 
     return run
