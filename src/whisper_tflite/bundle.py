@@ -26,8 +26,8 @@ DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_la
         "decoder_heads")
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
 DEFAULT_MODELS = ("features", "encoder", "decoder_step", "prefill", "decoder_batch")
-ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "decoder", "pcm_encoder", "encoder_decoder", "whisper",
-         "generator")
+ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "decoder", "pcm_encoder",
+         "encoder_decoder", "whisper", "generator")
 
 
 def sha256_of(path: Path) -> str:

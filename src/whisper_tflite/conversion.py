@@ -109,9 +109,8 @@ def build_module(role: str, checkpoint):
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
 
-    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep, "prefill": DecoderPrefill,
-                "decoder_batch": DecoderBatchStep,
-                "decoder": Decoder,
+    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep,
+                "prefill": DecoderPrefill, "decoder_batch": DecoderBatchStep, "decoder": Decoder,
                 "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
                 "generator": Generator}
     return builders[role].from_checkpoint(checkpoint)
