@@ -7,6 +7,7 @@ so the same algorithm can be held against the reference.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -188,6 +189,11 @@ def max_new_tokens(prompt: list[int], n_ctx: int) -> int:
     return min(n_ctx // 2, n_ctx - len(prompt) + 1)
 
 
+def max_finished_hypotheses(beam_size: int, patience: float) -> int:
+    """CTranslate2's round(beam_size * patience), which rounds halves up (Python's round would make 2.5 2)."""
+    return math.floor(beam_size * patience + 0.5)
+
+
 def _best(hypotheses: list[tuple[float, list[int]]], length_penalty: float, tokenizer: WhisperTokenizer,
           no_speech_prob: float, temperature: float) -> DecodingResult:
     """The (cumulative log-probability, tokens) hypothesis with CTranslate2's best final score, cumulative /
@@ -211,7 +217,7 @@ def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: Log
     eot = tokenizer.special.eot
     logits, no_speech_prob = _feed_prompt(stepper, tokenizer, prompt)
     max_length = max_new_tokens(prompt, stepper.n_ctx)
-    max_finished = round(beam_size * patience)
+    max_finished = max_finished_hypotheses(beam_size, patience)
     candidates = 2 * beam_size
     sequences: list[list[int]] = [[]]
     scores = np.zeros(1, np.float32)

@@ -35,7 +35,7 @@ from ..bundle import TOKENIZER, Bundle
 from ..errors import AudioError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode_window, detect_language,
-                       sample_best_of)
+                       max_finished_hypotheses, sample_best_of)
 
 # Audio quieter than -80 dBFS RMS holds no speech: decoding a window of it makes Whisper invent " you", and a
 # window that starts with seconds of it puts the first segment's start there (a first timestamp is at most 1 s).
@@ -66,8 +66,9 @@ class TranscriptionOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if not self.patience > 0:
-            raise UsageError(f"patience must be above 0, got {self.patience!r}")
+        if not self.patience > 0 or max_finished_hypotheses(self.beam_size, self.patience) < 1:  # as CTranslate2
+            raise UsageError(f"patience {self.patience!r} leaves beam search no hypothesis to finish: "
+                             "round(beam_size * patience) must be at least 1")
         temperatures = self.temperature
         if isinstance(temperatures, (int, float)):
             temperatures = (temperatures,)
