@@ -46,6 +46,10 @@ TINY_EN_IO = {
                      {"logits": [1, 1, 51864], **{f"new_{kv}_{i}": [6, 1, 64] for i in _LAYERS for kv in "kv"}}),
     "prefill": ({"tokens": [1, 224], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                 {f"new_{kv}_{i}": [6, 224, 64] for i in _LAYERS for kv in "kv"}),
+    "decoder_batch": ({"tokens": [5, 1], "offset": [1],
+                       **{f"self_{kv}_{i}": [5, *_CACHE] for i in _LAYERS for kv in "kv"},
+                       **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
+                      {"logits": [5, 1, 51864], **{f"new_{kv}_{i}": [5, 6, 1, 64] for i in _LAYERS for kv in "kv"}}),
     # tiny.en's 8 alignment heads, over the full context
     "alignment": ({"tokens": [1, 448], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                   {"weights": [8, 448, 1500]}),
@@ -54,11 +58,12 @@ INT32_INPUTS = {"tokens", "offset"}
 # What each --quantize value must give per role (the features graph always stays float32).
 EXPECTED_PLAN = {
     "none": dict.fromkeys(TINY_EN_IO, "none"),
-    "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16", "alignment": "fp16"},
+    "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16",
+             "decoder_batch": "fp16", "alignment": "fp16"},
     "dynamic-int8": {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
-                     "prefill": "dynamic-int8", "alignment": "dynamic-int8"},
+                     "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8", "alignment": "dynamic-int8"},
     None: {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
-           "prefill": "dynamic-int8", "alignment": "dynamic-int8"},
+           "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8", "alignment": "dynamic-int8"},
 }
 _TENSOR_TYPES = {0: "float32", 1: "float16", 9: "int8"}
 
@@ -116,7 +121,8 @@ def test_default_policy_per_role():
 
     assert quantization_plan(None, ROLES) == {
         "features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8", "prefill": "dynamic-int8",
-        "alignment": "dynamic-int8", "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
+        "decoder_batch": "dynamic-int8", "alignment": "dynamic-int8",
+        "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
         "generator": "dynamic-int8"}
     assert quantization_plan("fp16", ("features", "encoder")) == {"features": "none", "encoder": "fp16"}
 
@@ -140,7 +146,7 @@ def test_base_decoder_step_matches_reference_with_forced_languages(base, base_bu
 
 def _english_dev_wer(bundle, clips, audio_cache):
     transcriber = Transcriber(bundle)
-    hyps = [transcriber.transcribe(audio_cache(c)).text for c in clips]
+    hyps = [transcriber.transcribe(audio_cache(c), beam_size=1, best_of=1).text for c in clips]
     return error_rate([c.reference for c in clips], hyps, "en")
 
 

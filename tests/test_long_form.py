@@ -49,7 +49,8 @@ def runs(recordings, transcribers, tiny_en_ct2):
     def get(name, system, condition):
         if (name, system, condition) not in cache:
             recording = recordings[name]
-            ours = transcribers[system].transcribe(recording.audio, condition_on_previous_text=condition)
+            ours = transcribers[system].transcribe(recording.audio, condition_on_previous_text=condition,
+                                                   beam_size=1, best_of=1)
             theirs = faster_whisper_transcribe(tiny_en_ct2, recording.audio, SYSTEMS[system][0],
                                                condition_on_previous_text=condition)
             cache[name, system, condition] = ours, theirs
@@ -133,7 +134,7 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
     transcriber = transcribers[system]
     stepper, tokenizer, decoder = transcriber.stepper, transcriber.tokenizer, transcriber.decoder
     recording = recordings["a"]
-    transcript = transcriber.transcribe(recording.audio[: 90 * 16000])
+    transcript = transcriber.transcribe(recording.audio[: 90 * 16000], beam_size=1, best_of=1)
     start_sequence = tokenizer.prompt("en", "transcribe", timestamps=True)
     prefiller = stepper.prefiller
     differences, agreed = [], 0

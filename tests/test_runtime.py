@@ -48,7 +48,7 @@ def test_english_clips_match_faster_whisper(bundle, compute_type, excess, bundle
 
     transcriber = Transcriber(bundle_for("tiny.en", "none" if bundle == "fp32" else None), threads=2)
     spoken = [c for c in english_clips if c.reference]
-    ours = [transcriber.transcribe(audio_cache(c)).text for c in spoken]
+    ours = [transcriber.transcribe(audio_cache(c), beam_size=1, best_of=1).text for c in spoken]
     theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type))
               for c in spoken]
     references = [c.reference for c in spoken]
@@ -68,7 +68,7 @@ def test_temperature_fallback_keeps_the_most_confident_attempt(tiny_bundle, clip
     audio = audio_cache(next(c for c in clips if c.name == "en_jfk_whisper-cpp.wav"))
     options = {"compression_ratio_threshold": 0.5, "log_prob_threshold": None}
     transcriber = Transcriber(tiny_bundle, threads=2)
-    for transcribe in (transcriber.transcribe,
+    for transcribe in (lambda audio, **kw: transcriber.transcribe(audio, beam_size=1, best_of=1, **kw),
                        lambda audio, **kw: faster_whisper_transcribe(tiny_en_ct2, audio, "float32", **kw)):
         fallen = transcribe(audio, **options)
         greedy = transcribe(audio, temperature=0.0, **options)  # one temperature: nothing to fall back to

@@ -14,17 +14,20 @@ from pathlib import Path
 from .errors import BundleError
 
 FORMAT = "whisper-tflite-bundle"
-# 2: decoder_step returns the new K/V rows instead of whole caches; the prefill role; tokenizer.json's sha256
-FORMAT_VERSION = 2
+# 2: decoder_step returns the new K/V rows instead of whole caches; the prefill role; tokenizer.json's sha256.
+# 3: the decoder_batch role (beam search), which older runtimes would call an unknown role. Version 2 bundles
+# still load: without decoder_batch they decode greedily.
+FORMAT_VERSION = 3
+OLDEST_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 MULTILINGUAL_VOCAB = 51865  # English-only vocabularies have 51864 tokens
 DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_layers", "decoder_layers",
         "decoder_heads")
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
-DEFAULT_MODELS = ("features", "encoder", "decoder_step", "prefill", "alignment")
-ROLES = ("features", "encoder", "decoder_step", "prefill", "alignment", "decoder", "pcm_encoder", "encoder_decoder",
-         "whisper", "generator")
+DEFAULT_MODELS = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment")
+ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment", "decoder", "pcm_encoder",
+         "encoder_decoder", "whisper", "generator")
 
 
 def sha256_of(path: Path) -> str:
@@ -92,9 +95,9 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
     version = manifest.get("format_version")
     if not isinstance(version, int):
         raise _damaged(where, f"{MANIFEST} has no format_version")
-    if version < FORMAT_VERSION:
+    if version < OLDEST_FORMAT_VERSION:
         raise BundleError(f"{where}: bundle format {version} is older than this whisper-tflite reads "
-                          f"({FORMAT_VERSION}); convert the bundle again")
+                          f"({OLDEST_FORMAT_VERSION}); convert the bundle again")
     if version > FORMAT_VERSION:
         raise BundleError(f"{where}: bundle format {version} is newer than this whisper-tflite reads "
                           f"({FORMAT_VERSION}); upgrade whisper-tflite")

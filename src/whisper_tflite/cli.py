@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                               "[default: the per-component policy in the README]")
     convert.add_argument("--models", default=",".join(DEFAULT_MODELS),
                          help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
-                              "alignment, decoder, pcm_encoder, encoder_decoder, whisper, generator "
+                              "decoder_batch, alignment, decoder, pcm_encoder, encoder_decoder, whisper, generator "
                               f"[{','.join(DEFAULT_MODELS)}]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -77,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
                           help="prompt each window with the text before it [on]")
     decoding.add_argument("--initial-prompt", metavar="TEXT",
                           help="text to prompt the first window with (names, spelling, style)")
+    decoding.add_argument("--beam-size", type=int, default=TranscriptionOptions.beam_size, metavar="N",
+                          help=f"beam search width at temperature 0; 1 is greedy [{TranscriptionOptions.beam_size}]")
+    decoding.add_argument("--best-of", type=int, default=TranscriptionOptions.best_of, metavar="N",
+                          help=f"samples drawn at each temperature above 0 [{TranscriptionOptions.best_of}]")
+    decoding.add_argument("--patience", type=float, default=TranscriptionOptions.patience, metavar="X",
+                          help="beam search ends after round(beam size * X) finished hypotheses "
+                               f"[{TranscriptionOptions.patience:g}]")
+    decoding.add_argument("--length-penalty", type=float, default=TranscriptionOptions.length_penalty,
+                          metavar="X", help="hypotheses rank by log-probability / length ** X "
+                                            f"[{TranscriptionOptions.length_penalty:g}]")
     for name, default, meaning in (
             ("compression-ratio-threshold", TranscriptionOptions.compression_ratio_threshold,
              "retry hotter when the text compresses better than this (a loop)"),
@@ -208,7 +218,8 @@ def _transcribe(args) -> int:
                 compression_ratio_threshold=args.compression_ratio_threshold,
                 log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
                 condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
-                word_timestamps=args.word_timestamps, progress=progress)
+                word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
+                patience=args.patience, length_penalty=args.length_penalty, progress=progress)
         except AudioError as e:
             print(f"whisper-tflite: error: {e}", file=sys.stderr)
             failed.append(str(file))

@@ -79,6 +79,7 @@ DEFAULT_POLICY = {
     "encoder": "dynamic-int8",
     "decoder_step": "dynamic-int8",
     "prefill": "dynamic-int8",
+    "decoder_batch": "dynamic-int8",
     "alignment": "dynamic-int8",
     "decoder": "dynamic-int8",
     "encoder_decoder": "dynamic-int8",
@@ -106,12 +107,13 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
 
 def build_module(role: str, checkpoint):
     from .graphs.combined import Decoder, EncoderDecoder, Generator, PcmEncoder, Whisper
-    from .graphs.decoder import DecoderAlignment, DecoderPrefill, DecoderStep
+    from .graphs.decoder import DecoderAlignment, DecoderBatchStep, DecoderPrefill, DecoderStep
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
 
-    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep, "prefill": DecoderPrefill,
-                "alignment": DecoderAlignment, "decoder": Decoder,
+    builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep,
+                "prefill": DecoderPrefill, "decoder_batch": DecoderBatchStep, "alignment": DecoderAlignment,
+                "decoder": Decoder,
                 "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
                 "generator": Generator}
     return builders[role].from_checkpoint(checkpoint)
@@ -174,11 +176,14 @@ def convert(
             entries = {}
             for role in roles:
                 bar.set_postfix_str(f"{role} ({plan[role]})")
-                model = to_tflite(build_module(role, checkpoint), plan[role])
+                module = build_module(role, checkpoint)
+                model = to_tflite(module, plan[role])
                 file = f"{role}.tflite"
                 (staging / file).write_bytes(model)
                 entries[role] = {"file": file, "quantization": plan[role], "sha256": sha256_of(staging / file),
                                  "bytes": len(model), **io_specs(model)}
+                if role == "decoder_batch":
+                    entries[role]["batch"] = module.batch
                 bar.update()
             bar.set_postfix_str("manifest")
             (staging / TOKENIZER).write_text(checkpoint.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")

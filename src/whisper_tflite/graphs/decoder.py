@@ -141,6 +141,67 @@ class DecoderPrefill(DecoderStep):
         return self._layers(inputs)[0]
 
 
+class DecoderBatchStep(DecoderStep):
+    """One token for each of `batch` sequences at the same position, for beam search and best-of sampling:
+    tokens [B, 1], offset [1], self_k_{i}/self_v_{i} [B, heads, 448, hd], cross_k_{i}/cross_v_{i} [heads, 1500, hd]
+    -> logits [B, 1, vocab], new_k_{i}/new_v_{i} [B, heads, 1, hd].
+
+    The B sequences attend to the same audio, so cross K/V are given once and the batch rides in their matmul's
+    row dimension (as the prompt's tokens do in `DecoderPrefill`) instead of being repeated B times."""
+
+    role = "decoder_batch"
+
+    def __init__(self, weights: dict, config, batch: int = 5):
+        super().__init__(weights, config)
+        self.batch = batch
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, batch: int = 5) -> "DecoderBatchStep":
+        return cls(weights_of(checkpoint), checkpoint.model.config, batch)
+
+    @property
+    def cache_shape(self) -> list[int]:
+        return [self.batch, self.heads, self.n_ctx, self.head_dim]
+
+    @property
+    def input_signature(self):
+        specs = super().input_signature
+        specs[0] = tf.TensorSpec([self.batch, 1], tf.int32, name="tokens")
+        return specs
+
+    def call(self, inputs):
+        w = self.w
+        offset = inputs["offset"]
+        batch, heads, head_dim = self.batch, self.heads, self.head_dim
+        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], inputs["tokens"][:, 0])  # [B, d]
+        x = x + tf.slice(w["model/decoder/embed_positions/weight"], tf.concat([offset, [0]], 0), [1, -1])
+        cache_bias = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)[tf.newaxis] * NEG_INF
+        outputs = {}
+        for i in range(self.layers):
+            p = f"model/decoder/layers.{i}"
+            h = layer_norm(x, w, f"{p}/self_attn_layer_norm")
+            q, k, v = (tf.reshape(dense(h, w, f"{p}/self_attn/{n}_proj"), [batch, heads, 1, head_dim]) for n in "qkv")
+            outputs[f"new_k_{i}"], outputs[f"new_v_{i}"] = k, v
+            # The cache block and the token's own key, as `_attend_two` does (its own score needs no matmul).
+            q = q * head_dim**-0.5
+            cached = tf.matmul(q, inputs[f"self_k_{i}"], transpose_b=True) + cache_bias  # [B, heads, 1, 448]
+            own = tf.reduce_sum(q * k, -1, keepdims=True)  # [B, heads, 1, 1]
+            peak = tf.maximum(tf.reduce_max(cached, -1, keepdims=True), own)
+            cached, own = tf.exp(cached - peak), tf.exp(own - peak)
+            mixed = tf.matmul(cached, inputs[f"self_v_{i}"]) + own * v
+            attended = mixed / (tf.reduce_sum(cached, -1, keepdims=True) + own)
+            x = x + dense(tf.reshape(attended, [batch, heads * head_dim]), w, f"{p}/self_attn/out_proj")
+            h = layer_norm(x, w, f"{p}/encoder_attn_layer_norm")
+            q = split_heads(dense(h, w, f"{p}/encoder_attn/q_proj"), heads)  # [heads, B, hd]
+            cross = attend(q, inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"])
+            x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
+            x = mlp(x, w, p)
+        x = layer_norm(x, w, "model/decoder/layer_norm")
+        logits = tf.matmul(x, w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
+        outputs["logits"] = logits[:, tf.newaxis]
+        return outputs
+
+
 class DecoderAlignment(DecoderStep):
     """Word timing's input (openai/whisper `timing.py`): tokens [1, n_text_ctx] from position 0 (start-of-transcript
     sequence, <|notimestamps|>, a window's text tokens, end-of-text, then padding), cross_k_{i}/cross_v_{i} ->

@@ -1,11 +1,13 @@
-"""Decoding one 30 s window: Whisper's logit filters, greedy search or sampling, language detection.
+"""Decoding one 30 s window: Whisper's logit filters, greedy search, beam search or sampling, language detection.
 
-Follows openai/whisper `decoding.py`; works on any `Stepper` (the TFLite bundle, or the reference model), so
-the same algorithm can be held against the reference.
+Follows openai/whisper `decoding.py`, and for beam search and best-of sampling CTranslate2's `BeamSearch` and
+`GreedySearch` as faster-whisper calls them; works on any `Stepper` (the TFLite bundle, or the reference model),
+so the same algorithm can be held against the reference.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +34,14 @@ class Stepper(Protocol):
         """Feeds tokens whose logits are not needed (the previous-text prompt), from the first position."""
 
     def step(self, token: int) -> np.ndarray: ...
+
+    batch_size: int  # rows of `step_batch`; 1 without a batch model
+
+    def fork(self) -> None:
+        """Every row of the batch continues the sequence fed so far."""
+
+    def step_batch(self, tokens: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+        """Row j takes over row origins[j]'s sequence, then is fed tokens[j]; -> logits [batch, vocab]."""
 
     def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
         """The alignment heads' cross-attention [heads, >= len(tokens), frames] of `tokens` from the first position
@@ -137,13 +147,7 @@ def decode_window(
     openai/whisper stops at half the context).
     """
     special = tokenizer.special
-    stepper.reset()
-    sot_index = prompt.index(special.sot)
-    stepper.prefill(prompt[:sot_index])
-    for i, token in enumerate(prompt[sot_index:]):
-        logits = stepper.step(token)
-        if i == 0:
-            no_speech_prob = float(np.exp(logits[special.no_speech] - logsumexp(logits)))
+    logits, no_speech_prob = _feed_prompt(stepper, tokenizer, prompt)
     sample_len = sample_len or stepper.n_ctx - len(prompt)
     sampled: list[int] = []
     logprobs: list[float] = []
@@ -172,3 +176,144 @@ def decode_window(
         no_speech_prob=no_speech_prob,
         temperature=temperature,
     )
+
+
+def _feed_prompt(stepper: Stepper, tokenizer: WhisperTokenizer, prompt: list[int]) -> tuple[np.ndarray, float]:
+    """Feeds the prompt from the first position: the logits after it, and the no-speech probability (read at
+    start-of-transcript)."""
+    special = tokenizer.special
+    stepper.reset()
+    sot_index = prompt.index(special.sot)
+    stepper.prefill(prompt[:sot_index])
+    for i, token in enumerate(prompt[sot_index:]):
+        logits = stepper.step(token)
+        if i == 0:
+            no_speech_prob = float(np.exp(logits[special.no_speech] - logsumexp(logits)))
+    return logits, no_speech_prob
+
+
+def max_new_tokens(prompt: list[int], n_ctx: int) -> int:
+    """CTranslate2's limit for Whisper: half the context, or what the prompt leaves of it (its last token is the
+    first one the search feeds)."""
+    return min(n_ctx // 2, n_ctx - len(prompt) + 1)
+
+
+def max_finished_hypotheses(beam_size: int, patience: float) -> int:
+    """CTranslate2's round(beam_size * patience), which rounds halves up (Python's round would make 2.5 2)."""
+    return math.floor(beam_size * patience + 0.5)
+
+
+Hypothesis = tuple[float, list[int], list[float]]  # cumulative log-probability, tokens, each token's log-probability
+
+
+def _best(hypotheses: list[Hypothesis], length_penalty: float, tokenizer: WhisperTokenizer,
+          no_speech_prob: float, temperature: float) -> DecodingResult:
+    """The hypothesis with CTranslate2's best final score, cumulative / length ** length_penalty, with the
+    average log-probability faster-whisper recovers from that score: the cumulative log-probability (end-of-text
+    included) over the token count plus one."""
+    cumulative, tokens, logprobs = max(hypotheses,
+                                       key=lambda h: h[0] / len(h[1]) ** length_penalty if h[1] else -np.inf)
+    return DecodingResult(tokens=tokens, token_logprobs=logprobs[:len(tokens)], text=tokenizer.decode(tokens),
+                          avg_logprob=cumulative / (len(tokens) + 1), no_speech_prob=no_speech_prob,
+                          temperature=temperature)
+
+
+def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
+                beam_size: int, patience: float = 1.0, length_penalty: float = 1.0) -> DecodingResult:
+    """CTranslate2's `BeamSearch` on the begun window: each step ranks the 2 * beam_size best (beam, token)
+    extensions by cumulative log-probability; an end-of-text among the first beam_size finishes that hypothesis
+    and the next candidate that is not one takes its place; the search stops once round(beam_size * patience)
+    hypotheses are finished, or at the length limit (where the live beams count as finished). The hypothesis
+    with the best cumulative log-probability / length ** length_penalty wins.
+
+    The first step extends the prompt's single sequence; then the beams are the rows of `stepper.step_batch`.
+    """
+    eot = tokenizer.special.eot
+    logits, no_speech_prob = _feed_prompt(stepper, tokenizer, prompt)
+    max_length = max_new_tokens(prompt, stepper.n_ctx)
+    max_finished = max_finished_hypotheses(beam_size, patience)
+    candidates = 2 * beam_size
+    sequences: list[list[int]] = [[]]
+    logprobs: list[list[float]] = [[]]
+    scores = np.zeros(1, np.float32)
+    rows = logits[np.newaxis]
+    finished: list[Hypothesis] = []
+    for step in range(max_length):
+        # log_softmax of each beam's filtered logits, plus the beam's cumulative log-probability
+        totals = np.stack([log_softmax(logit_filter(row, sequence)) for row, sequence in zip(rows, sequences)])
+        totals += scores[:, np.newaxis]
+        flat = totals.ravel()
+        top = np.argpartition(-flat, candidates - 1)[:candidates]
+        top = top[np.argsort(-flat[top], kind="stable")]
+        beams, tokens = np.divmod(top, totals.shape[1])
+        last_step = step + 1 == max_length
+        chosen, secondary = [], beam_size
+        for k in range(beam_size):
+            pick = k
+            if tokens[k] == eot or last_step:
+                ended = sequences[beams[k]] + ([] if tokens[k] == eot else [int(tokens[k])])
+                gained = float(flat[top[k]] - scores[beams[k]])
+                finished.append((float(flat[top[k]]), ended, logprobs[beams[k]] + [gained]))
+                for j in range(secondary, candidates):  # the best candidate left that goes on
+                    if tokens[j] != eot:
+                        pick, secondary = j, j + 1
+                        break
+            chosen.append(pick)
+        if last_step or len(finished) >= max_finished:
+            break
+        origins, next_tokens = beams[chosen], tokens[chosen]
+        sequences = [sequences[b] + [int(t)] for b, t in zip(origins, next_tokens)]
+        logprobs = [logprobs[b] + [float(flat[i] - scores[b])] for b, i in zip(origins, top[chosen])]
+        scores = flat[top[chosen]]
+        padding = stepper.batch_size - beam_size  # spare rows repeat the first beam; their logits are dropped
+        if step == 0:
+            stepper.fork()
+            origins = None
+        else:
+            origins = np.concatenate([origins, np.repeat(origins[:1], padding)])
+        rows = stepper.step_batch(np.concatenate([next_tokens, np.repeat(next_tokens[:1], padding)]),
+                                  origins)[:beam_size]
+    return _best(finished, length_penalty, tokenizer, no_speech_prob, 0.0)
+
+
+def sample_best_of(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
+                   temperature: float, rng: np.random.Generator, best_of: int,
+                   length_penalty: float = 1.0) -> DecodingResult:
+    """`best_of` independent samples at `temperature` over the whole vocabulary (CTranslate2's `GreedySearch`
+    with `num_hypotheses=best_of`, `sampling_topk=0`); the best by cumulative log-probability / length **
+    length_penalty wins. The samples run as rows of `stepper.step_batch`, `batch_size` at a time."""
+    eot = tokenizer.special.eot
+    max_length = max_new_tokens(prompt, stepper.n_ctx)
+    samples: list[Hypothesis] = []
+    while len(samples) < best_of:
+        lanes = min(stepper.batch_size, best_of - len(samples))
+        logits, no_speech_prob = _feed_prompt(stepper, tokenizer, prompt)
+        rows = np.repeat(logits[np.newaxis], lanes, axis=0)
+        sequences: list[list[int]] = [[] for _ in range(lanes)]
+        logprobs: list[list[float]] = [[] for _ in range(lanes)]
+        cumulative = np.zeros(lanes)
+        alive = np.ones(lanes, bool)
+        for step in range(max_length):
+            tokens = np.full(stepper.batch_size, eot, np.int32)
+            for lane in np.flatnonzero(alive):
+                filtered = logit_filter(rows[lane], sequences[lane])
+                probs = np.exp(log_softmax(filtered / temperature), dtype=np.float64)
+                token = int(rng.choice(len(probs), p=probs / probs.sum()))
+                logprob = float(filtered[token]) - logsumexp(filtered)
+                cumulative[lane] += logprob
+                logprobs[lane].append(logprob)
+                tokens[lane] = token
+                if token == eot:
+                    alive[lane] = False
+                else:
+                    sequences[lane].append(token)
+            if not alive.any() or step + 1 == max_length:
+                break
+            if lanes == 1:  # one sample at a time on the single-sequence model
+                rows = stepper.step(int(tokens[0]))[np.newaxis]
+                continue
+            if step == 0:
+                stepper.fork()
+            rows = stepper.step_batch(tokens)
+        samples += zip(cumulative.tolist(), sequences, logprobs)
+    return _best(samples, length_penalty, tokenizer, no_speech_prob, temperature)

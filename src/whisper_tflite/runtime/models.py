@@ -63,6 +63,9 @@ class TfliteStepper:
     sequence on the same audio; `alignment_weights` gives the alignment heads' attention for word timestamps.
     The K/V rows each call returns are written into decoder_step's cache inputs in place: the cache never leaves
     the interpreter.
+
+    With a decoder_batch model (beam search, best-of sampling), `fork` copies the sequence so far into each of
+    its `batch_size` rows and `step_batch` advances them all by one token, from then on at the same offset.
     """
 
     def __init__(self, bundle: Bundle, threads: int | None):
@@ -84,9 +87,16 @@ class TfliteStepper:
             raise BundleError(f"{bundle.folder}: the manifest's dims ({layers} decoder layers, {self.n_ctx} text "
                               f"positions, {bundle.manifest['dims']['n_vocab']} tokens) do not match decoder_step; "
                               "convert the bundle again")
+        # Optional too (bundles of format 2 lack it): without it only greedy decoding and one sample at a time.
+        self.batch_decoder = LiteRtModel(bundle, "decoder_batch", threads) if "decoder_batch" in bundle.models \
+            else None
+        self.batch_size = self.batch_decoder.input_shapes["tokens"][0] if self.batch_decoder is not None else 1
         for cache in self.rows.values():  # masked slots are multiplied by 0: uninitialized NaNs would leak
             self.decoder.input_view(cache)[...] = 0.0
+            if self.batch_decoder is not None:
+                self.batch_decoder.input_view(cache)[...] = 0.0
         self.offset = 0
+        self._batch_has_audio = False
 
     def log_mel(self, window: np.ndarray) -> np.ndarray:
         """[1, n_mels, 3000] of up to 30 s of samples, zero-padded and normalized on their own (Hugging Face's
@@ -124,6 +134,7 @@ class TfliteStepper:
                 if self.prefiller is not None:
                     self.prefiller.set(**{name: cross})
         self.aligned = False
+        self._batch_has_audio = False  # set at the first fork: greedy windows never pay for the copy
         self.reset()
 
     def reset(self) -> None:
@@ -176,3 +187,29 @@ class TfliteStepper:
         for new, cache in self.rows.items():
             rows = model.output(new)
             self.decoder.input_view(cache)[:, self.offset : self.offset + rows.shape[1]] = rows
+
+    def fork(self) -> None:
+        """Every row of the batch continues the sequence fed so far: its filled cache slots are copied in."""
+        if self.batch_decoder is None:
+            raise RuntimeError("this bundle has no decoder_batch model")
+        if not self._batch_has_audio:
+            self.batch_decoder.set(**{name: self.encoder.output(name) for name in self.encoder.outputs
+                                      if name.startswith("cross_")})
+            self._batch_has_audio = True
+        for cache in self.rows.values():
+            self.batch_decoder.input_view(cache)[:, :, : self.offset] = self.decoder.input_view(cache)[:, : self.offset]
+
+    def step_batch(self, tokens: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+        """Feeds tokens[j] to row j and returns the logits [batch, vocab]. With `origins`, row j first takes over
+        row origins[j]'s sequence (a beam continues another beam): only the filled slots are permuted."""
+        if self.offset >= self.n_ctx:
+            raise IndexError(f"the decoder's {self.n_ctx}-token context is full")
+        model = self.batch_decoder
+        if origins is not None and (origins != np.arange(len(origins))).any():
+            for cache in self.rows.values():  # no view may outlive the loop: the interpreter refuses to run
+                model.input_view(cache)[:, :, : self.offset] = model.input_view(cache)[origins, :, : self.offset]
+        model.run(tokens=np.asarray(tokens, np.int32).reshape(-1, 1), offset=np.array([self.offset], np.int32))
+        for new, cache in self.rows.items():
+            model.input_view(cache)[:, :, self.offset] = model.output(new)[:, :, 0]
+        self.offset += 1
+        return model.output("logits")[:, 0]

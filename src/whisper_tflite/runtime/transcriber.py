@@ -14,8 +14,8 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 - Digital silence (below -80 dBFS) is skipped without decoding: a window of it, or 2 s or more of it at the
   start of a window (the window then starts 0.2 s before the sound). Decoded, Whisper says " you" in it, or
   starts the next segment within 1 s of where the window starts (the first timestamp's limit), up to 29 s early.
-- Decoding is greedy at temperature 0 and takes one sample per temperature above it (faster-whisper's
-  `beam_size=1, best_of=1`); beam search is not implemented yet.
+- The maximum number of tokens a window decodes is CTranslate2's (half the context) in beam search and best-of
+  sampling, but what the context leaves after the prompt in greedy decoding and single samples.
 - Segment times are rounded to the millisecond and clamped to the audio's duration.
 - Word probabilities are the decoding's own token probabilities (see `timing.py`), and words are clamped into
   their segment (faster-whisper's heuristics can start its first word before it or end its last word after it).
@@ -35,7 +35,8 @@ from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, AudioSource, load_audio, 
 from ..bundle import TOKENIZER, Bundle
 from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
-from .decoding import DecodingResult, LogitFilter, Stepper, decode_window, detect_language
+from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode_window, detect_language,
+                       max_finished_hypotheses, sample_best_of)
 from .timing import Word, add_word_timestamps
 
 # Audio quieter than -80 dBFS RMS holds no speech: decoding a window of it makes Whisper invent " you", and a
@@ -57,9 +58,20 @@ class TranscriptionOptions:
     condition_on_previous_text: bool = True
     prompt_reset_on_temperature: float = 0.5
     initial_prompt: str | None = None
+    beam_size: int = 5  # at temperature 0; 1 is greedy decoding
+    best_of: int = 5  # samples at each temperature above 0
+    patience: float = 1.0  # beam search stops after round(beam_size * patience) finished hypotheses
+    length_penalty: float = 1.0  # hypotheses rank by log-probability / length ** length_penalty
     word_timestamps: bool = False
 
     def __post_init__(self):
+        for name in ("beam_size", "best_of"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not self.patience > 0 or max_finished_hypotheses(self.beam_size, self.patience) < 1:  # as CTranslate2
+            raise UsageError(f"patience {self.patience!r} leaves beam search no hypothesis to finish: "
+                             "round(beam_size * patience) must be at least 1")
         temperatures = self.temperature
         if isinstance(temperatures, (int, float)):
             temperatures = (temperatures,)
@@ -134,6 +146,13 @@ class LongFormDecoder:
                    options: TranscriptionOptions = TranscriptionOptions(),
                    progress: Callable[[int, int], None] | None = None, seed: int = 0) -> TranscriptionResult:
         tokenizer = self.tokenizer
+        batch = self.stepper.batch_size
+        if options.beam_size > 1 and batch == 1:
+            raise UsageError(f"beam_size {options.beam_size} needs the decoder_batch model, which this bundle lacks "
+                             "(convert it again, or use beam_size 1)")
+        if options.beam_size > batch:
+            raise UsageError(f"beam_size {options.beam_size} is larger than this bundle's decoder_batch batch of "
+                             f"{batch}")
         rng = np.random.default_rng(seed)
         log_mel = self.stepper.whole_log_mel(audio)
         content_frames = log_mel.shape[1]
@@ -209,14 +228,22 @@ class LongFormDecoder:
 
     def _decode_with_fallback(self, prompt: list[int], options: TranscriptionOptions,
                               rng: np.random.Generator) -> tuple[DecodingResult, float]:
-        """Greedy first, then sampling at rising temperatures while the output looks like a loop or is unsure.
+        """Beam search (or greedy) first, then sampling at rising temperatures while the output looks like a loop
+        or is unsure.
 
         Returns the result and the last temperature tried (which decides whether the prompt is reset). If every
         temperature fails, the most confident attempt among those that are not loops wins, as in faster-whisper.
         """
         attempts, not_loops = [], []
         for temperature in options.temperature:
-            result = decode_window(self.stepper, self.tokenizer, self.filter, prompt, temperature, rng)
+            if temperature == 0 and options.beam_size > 1:
+                result = beam_search(self.stepper, self.tokenizer, self.filter, prompt, options.beam_size,
+                                     options.patience, options.length_penalty)
+            elif temperature > 0 and options.best_of > 1:
+                result = sample_best_of(self.stepper, self.tokenizer, self.filter, prompt, temperature, rng,
+                                        options.best_of, options.length_penalty)
+            else:
+                result = decode_window(self.stepper, self.tokenizer, self.filter, prompt, temperature, rng)
             needs_fallback = False
             if options.compression_ratio_threshold is not None:
                 if result.compression_ratio > options.compression_ratio_threshold:
@@ -356,6 +383,10 @@ class Transcriber:
         condition_on_previous_text: bool = TranscriptionOptions.condition_on_previous_text,
         prompt_reset_on_temperature: float = TranscriptionOptions.prompt_reset_on_temperature,
         initial_prompt: str | None = None,
+        beam_size: int = TranscriptionOptions.beam_size,
+        best_of: int = TranscriptionOptions.best_of,
+        patience: float = TranscriptionOptions.patience,
+        length_penalty: float = TranscriptionOptions.length_penalty,
         word_timestamps: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> TranscriptionResult:
@@ -370,6 +401,7 @@ class Transcriber:
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
             prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
+            beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
             word_timestamps=word_timestamps)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:

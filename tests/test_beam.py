@@ -1,0 +1,114 @@
+"""Beam search and best-of sampling on the decoder_batch model, held against faster-whisper's (CTranslate2's)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from whisper_tflite.errors import UsageError
+from whisper_tflite.evaluation import error_rate, faster_whisper_transcribe
+from whisper_tflite.runtime import Transcriber
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bundle):
+    return Transcriber(tiny_bundle, threads=2)
+
+
+def test_batch_rows_equal_single_steps(tiny, english_clips, audio_cache):
+    """Each row of a decoder_batch call gives what decoder_step gives for that row's sequence alone (logits and
+    new cache rows), also after the rows were reordered as beams are."""
+    stepper, tokenizer = tiny.stepper, tiny.tokenizer
+    audio = audio_cache(next(c for c in english_clips if c.name == "en_jfk_whisper-cpp.wav"))
+    stepper.begin(stepper.log_mel(audio[:480000]))
+    prompt = tokenizer.prompt("en", "transcribe", timestamps=True)
+    first, second = np.array([50364, 400, 293, 50365, 440]), np.array([262, 11, 50380, 290, 13])
+    origins = np.array([3, 0, 0, 4, 1])
+
+    def single(tokens: list[int]) -> tuple[np.ndarray, dict]:
+        stepper.reset()
+        stepper.prefill(prompt[:-1])
+        for token in [prompt[-1], *tokens]:
+            logits = stepper.step(token)
+        return logits, {name: stepper.decoder.input_view(name)[:, stepper.offset - 1].copy()
+                        for name in stepper.rows.values()}
+
+    stepper.reset()
+    stepper.prefill(prompt[:-1])
+    stepper.step(prompt[-1])
+    stepper.fork()
+    stepper.step_batch(first)
+    logits = stepper.step_batch(second, origins)
+    rows = {name: stepper.batch_decoder.input_view(name)[:, :, stepper.offset - 1].copy()
+            for name in stepper.rows.values()}
+    worst = 0.0
+    for j in range(len(first)):
+        alone, alone_rows = single([int(first[origins[j]]), int(second[j])])
+        worst = max(worst, float(np.abs(alone - logits[j]).max()),
+                    *(float(np.abs(alone_rows[name] - rows[name][j]).max()) for name in rows))
+    print(f"largest difference between a batch row and the single step: {worst:.2e}")
+    assert worst <= 1e-4
+
+
+@pytest.mark.parametrize("bundle, compute_type", [("fp32", "float32"), ("default", "int8")])
+def test_beam_search_matches_faster_whisper(bundle, compute_type, bundle_for, english_clips, audio_cache,
+                                            tiny_en_ct2):
+    """Beam 5 (and best-of 5 in fallback), faster-whisper's defaults, on every English clip with a transcript,
+    each transcribed whole; the same weights in faster-whisper."""
+    transcriber = Transcriber(bundle_for("tiny.en", "none" if bundle == "fp32" else None), threads=2)
+    spoken = [c for c in english_clips if c.reference]
+    ours = [transcriber.transcribe(audio_cache(c), beam_size=5, best_of=5).text for c in spoken]
+    theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type,
+                                                                  beam_size=5, best_of=5)) for c in spoken]
+    references = [c.reference for c in spoken]
+    ours_wer, theirs_wer = error_rate(references, ours, "en"), error_rate(references, theirs, "en")
+    identical = sum(" ".join(a.split()) == " ".join(b.split()) for a, b in zip(ours, theirs))
+    print(f"\n{len(spoken)} English clips, beam 5, {bundle} bundle vs faster-whisper {compute_type}: WER "
+          f"{ours_wer:.2%} vs {theirs_wer:.2%}; {identical} transcripts identical")
+    assert ours_wer <= theirs_wer + 0.003
+
+
+def test_best_of_fallback_keeps_the_most_confident_attempt(tiny, clips, audio_cache, tiny_en_ct2):
+    """A compression-ratio threshold that no text meets makes every temperature fail, so beam search is followed
+    by best-of-5 sampling at each temperature (two of them, for time); as in faster-whisper, the most confident
+    attempt is kept and the last temperature is reported."""
+    audio = audio_cache(next(c for c in clips if c.name == "en_jfk_whisper-cpp.wav"))
+    options = {"compression_ratio_threshold": 0.5, "log_prob_threshold": None, "beam_size": 5, "best_of": 5}
+    for transcribe in (tiny.transcribe,
+                       lambda audio, **kw: faster_whisper_transcribe(tiny_en_ct2, audio, "float32", **kw)):
+        fallen = transcribe(audio, temperature=(0.0, 1.0), **options)
+        beam = transcribe(audio, temperature=0.0, **options)
+        fallen = getattr(fallen, "segments", fallen)
+        beam = getattr(beam, "segments", beam)
+        assert {s.temperature for s in fallen} == {1.0} and {s.temperature for s in beam} == {0.0}
+        assert min(s.avg_logprob for s in fallen) >= min(s.avg_logprob for s in beam) - 1e-6
+
+
+def test_without_decoder_batch_greedy_runs_and_beams_fail_in_one_line(tiny_bundle, english_clips, tmp_path):
+    """A format 2 bundle has no decoder_batch: it loads and decodes greedily (sampling one at a time); beam
+    search then fails with one line, and so does a beam wider than the batch of a bundle that has one."""
+    folder = tmp_path / "format2"
+    folder.mkdir()
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    del manifest["models"]["decoder_batch"]
+    manifest["format_version"] = 2
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for entry in manifest["models"].values():
+        (folder / entry["file"]).symlink_to(tiny_bundle / entry["file"])
+    shutil.copy(tiny_bundle / "tokenizer.json", folder)
+    clip = next(c for c in english_clips if c.name == "en_jfk_whisper-cpp.wav")
+    transcriber = Transcriber(folder, threads=2)
+    assert "ask not what your country" in transcriber.transcribe(clip.path, beam_size=1, best_of=5).text
+    with pytest.raises(UsageError, match="decoder_batch") as refused:
+        transcriber.transcribe(clip.path)
+    assert "\n" not in str(refused.value)
+    done = subprocess.run([sys.executable, "-m", "whisper_tflite.cli", "transcribe", str(clip.path), "--model",
+                           str(tiny_bundle), "--beam-size", "6"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("INFO:")]  # LiteRT's own notes
+    assert errors == ["whisper-tflite: error: beam_size 6 is larger than this bundle's decoder_batch batch of 5"]
