@@ -173,9 +173,10 @@ class DecoderBatchStep(DecoderStep):
         w = self.w
         offset = inputs["offset"]
         batch, heads, head_dim = self.batch, self.heads, self.head_dim
-        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], inputs["tokens"][:, 0])  # [B, d]
+        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tf.reshape(inputs["tokens"], [batch]))  # [B, d]
         x = x + tf.slice(w["model/decoder/embed_positions/weight"], tf.concat([offset, [0]], 0), [1, -1])
-        cache_bias = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)[tf.newaxis] * NEG_INF
+        empty = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)
+        cache_bias = tf.reshape(empty, [1, self.n_ctx]) * NEG_INF  # reshapes, not [tf.newaxis]: STRIDED_SLICE
         outputs = {}
         for i in range(self.layers):
             p = f"model/decoder/layers.{i}"
@@ -198,7 +199,7 @@ class DecoderBatchStep(DecoderStep):
             x = mlp(x, w, p)
         x = layer_norm(x, w, "model/decoder/layer_norm")
         logits = tf.matmul(x, w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
-        outputs["logits"] = logits[:, tf.newaxis]
+        outputs["logits"] = tf.reshape(logits, [batch, 1, -1])
         return outputs
 
 
