@@ -12,7 +12,8 @@ import srt
 import webvtt
 
 from whisper_tflite.runtime import Segment, TranscriptionResult
-from whisper_tflite.runtime.formats import render
+from whisper_tflite.runtime.formats import SubtitleLayout, cues, render
+from whisper_tflite.runtime.timing import Word
 
 SEGMENTS = [
     Segment(0.0, 2.5, " And so, my fellow Americans,"),
@@ -55,7 +56,9 @@ def test_json_has_the_documented_fields():
     data = json.loads(render(RESULT, "json", file="speech.flac"))
     assert set(data) == {"file", "language", "language_probability", "text", "segments"}
     assert data["file"] == "speech.flac" and data["text"] == RESULT.text
-    assert data["segments"][1] == {"start": 2.5, "end": 61.0015, "text": " ask not"}
+    assert data["segments"][1] == {"id": 1, "start": 2.5, "end": 61.0015, "text": " ask not", "tokens": [],
+                                   "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 0.0,
+                                   "no_speech_prob": 0.0}
 
 
 def test_txt_is_one_segment_a_line():
@@ -65,3 +68,39 @@ def test_txt_is_one_segment_a_line():
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown format"):
         render(RESULT, "docx")
+
+
+def _timed(start, words):
+    """A segment whose words are 0.5 s apart, each 0.4 s long."""
+    timed = [Word(start + 0.5 * i, start + 0.5 * i + 0.4, word, 0.9) for i, word in enumerate(words)]
+    return Segment(timed[0].start, timed[-1].end, "".join(words), words=timed)
+
+
+WORDY = TranscriptionResult(text="", language="en", language_probability=1.0, duration=20.0, segments=[
+    _timed(0.0, [" And", " so", " my", " fellow", " Americans,"]),
+    _timed(10.0, [" ask", " not."]),
+])
+
+
+def test_word_cues_follow_openai_layout():
+    # By hand, after openai/whisper's iterate_result: a cue a segment by default...
+    assert cues(WORDY) == [(0.0, 2.4, "And so my fellow Americans,"), (10.0, 10.9, "ask not.")]
+    # ...lines of at most 12 characters, two lines a cue, and a new cue after a pause of over 3 s
+    assert cues(WORDY, SubtitleLayout(max_line_width=12, max_line_count=2)) == [
+        (0.0, 1.9, "And so my\nfellow"), (2.0, 2.4, "Americans,"), (10.0, 10.9, "ask not.")]
+    # ...at most two words a line: each chunk its own cue while segments are kept
+    assert [text for _, _, text in cues(WORDY, SubtitleLayout(max_words_per_line=2))] == [
+        "And so", "my fellow", "Americans,", "ask not."]
+    highlighted = cues(WORDY, SubtitleLayout(highlight_words=True))
+    assert highlighted[:3] == [(0.0, 0.4, "<u>And</u> so my fellow Americans,"),
+                               (0.4, 0.5, "And so my fellow Americans,"),
+                               (0.5, 0.9, "And <u>so</u> my fellow Americans,")]
+
+
+def test_highlighted_words_parse_as_vtt_and_srt():
+    layout = SubtitleLayout(highlight_words=True)
+    captions = webvtt.from_buffer(io.StringIO(render(WORDY, "vtt", layout=layout))).captions
+    underlined = [c for c in captions if "<u>" in c.raw_text]
+    assert len(underlined) == 7 and all(c.raw_text.count("<u>") == 1 for c in underlined)
+    parsed = list(srt.parse(render(WORDY, "srt", layout=layout)))
+    assert [c.start for c in parsed] == sorted(c.start for c in parsed) and len(parsed) == len(captions)

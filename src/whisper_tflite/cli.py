@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
     transcribe.add_argument("--word-timestamps", action="store_true",
                             help="time each word (json gains `words` per segment); needs the alignment model")
+    subtitles = transcribe.add_argument_group("subtitles from word timestamps (srt, vtt; openai-whisper's options)")
+    subtitles.add_argument("--highlight-words", action="store_true",
+                           help="one cue per word, the word underlined in its line")
+    subtitles.add_argument("--max-line-width", type=int, metavar="N",
+                           help="characters in a line before it breaks (with --max-line-count)")
+    subtitles.add_argument("--max-line-count", type=int, metavar="N", help="lines in a cue")
+    subtitles.add_argument("--max-words-per-line", type=int, metavar="N", help="words in a line")
     decoding = transcribe.add_argument_group("decoding (faster-whisper's options and defaults)")
     decoding.add_argument("--temperature", type=_temperatures, default=TranscriptionOptions.temperature,
                           metavar="T[,T...]", help="temperature, or the fallback sequence "
@@ -192,11 +199,16 @@ def _transcribe(args) -> int:
 
     from .audio import N_FRAMES
     from .runtime import Transcriber
-    from .runtime.formats import render
+    from .runtime.formats import SubtitleLayout, render
 
     if args.threads is not None and args.threads < 0:
         return _fail("--threads must be 0 (the default) or more", EXIT_USAGE)
     transcriber = Transcriber(args.model, threads=args.threads)
+    layout = SubtitleLayout(args.highlight_words, args.max_line_width, args.max_line_count, args.max_words_per_line)
+    if layout != SubtitleLayout() and not args.word_timestamps:
+        return _fail("--highlight-words and --max-line-* / --max-words-per-line need --word-timestamps", EXIT_USAGE)
+    if any(n is not None and n < 1 for n in (args.max_line_width, args.max_line_count, args.max_words_per_line)):
+        return _fail("--max-line-width, --max-line-count and --max-words-per-line must be at least 1", EXIT_USAGE)
     # before any file, not once per file
     language = transcriber.check_request(args.language, args.task, args.word_timestamps)
     outputs = _output_paths(args.files, args.output_dir, args.format)
@@ -227,7 +239,7 @@ def _transcribe(args) -> int:
         finally:
             for bar in bars:
                 bar.close()
-        text = render(result, args.format, file=str(file))
+        text = render(result, args.format, file=str(file), layout=layout)
         if outputs is None:
             sys.stdout.write(text)
             sys.stdout.flush()
