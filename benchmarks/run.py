@@ -148,16 +148,18 @@ def worker_main(kind: str, path: str, threads: int, beam_size: int) -> None:
 class Worker:
     def __init__(self, name: str, kind: str, path: Path | str, threads: int, size_mb: float, beam_size: int):
         self.name, self.kind, self.size_mb, self.beam_size = name, kind, size_mb, beam_size
+        self.log = CACHE / f"worker-{kind}-{Path(str(path)).name}-beam{beam_size}.log"
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", kind, str(path), "--threads", str(threads),
              "--beam-size", str(beam_size)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "w"),
+            text=True)  # stderr kept: a worker that dies says why there
         self.load_s = self._read()["load_s"]
 
     def _read(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.name}: the worker died")
+            raise RuntimeError(f"{self.name}: the worker died (see {self.log})")
         return json.loads(line)
 
     def ask(self, clip, language) -> dict:
@@ -183,6 +185,7 @@ def _folder_mb(path: Path) -> float:
 def prepare(model: str) -> list[tuple[str, str, Path, int]]:
     """Converts the bundles, exports ggml, lays out the CTranslate2 folder; cached in .cache/bench. Each system
     greedy; the default bundle, faster-whisper int8 and whisper.cpp also with beam 5 (each system's default)."""
+    from whisper_tflite.bundle import FORMAT_VERSION
     from whisper_tflite.conversion import DEFAULT_POLICY, convert
     from whisper_tflite.sources import _bundled_files, load_whisper
     from whisper_tflite.sources.ggml import save_ggml
@@ -192,7 +195,8 @@ def prepare(model: str) -> list[tuple[str, str, Path, int]]:
     systems = []
     for quantize in QUANTIZATIONS:
         bundle = folder / f"tflite-{quantize}"
-        if not (bundle / "manifest.json").is_file():
+        manifest = bundle / "manifest.json"
+        if not manifest.is_file() or json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
             convert(model, bundle, quantize=quantize, force=True)
         default = all(DEFAULT_POLICY[r] == ("none" if r == "features" else quantize)
                       for r in ("features", "encoder", "decoder_step"))

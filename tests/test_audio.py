@@ -96,3 +96,9 @@ def test_undecodable_file_names_what_is_readable(tmp_path, default_bundle):
         load_audio(tmp_path / "broken.m4a")
     done = run_cli("transcribe", tmp_path / "broken.m4a", "--model", default_bundle, "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr and "cannot decode audio" in done.stderr
+
+
+def test_text_mode_file_objects_are_refused_in_one_line(jfk):
+    with open(jfk[0], encoding="latin-1") as text:
+        with pytest.raises(AudioError, match="opened as text; open audio in binary mode"):
+            load_audio(text)

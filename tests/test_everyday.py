@@ -84,3 +84,33 @@ def test_convert_shows_its_progress_bar_and_nothing_else(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert lines and all(line.startswith("converting tiny.en") for line in lines), lines
+
+
+def test_native_log_redirection_nests_and_restores_stderr(capfd):
+    """fd 2 is the process's: nested and concurrent blocks share one redirection, and the outermost restores it."""
+    import os
+    import threading
+
+    from whisper_tflite.native_log import native_stderr_hidden
+
+    def hidden_write():
+        with native_stderr_hidden():
+            os.write(2, b"hidden\n")
+
+    with native_stderr_hidden() as terminal:
+        threads = [threading.Thread(target=hidden_write) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        os.write(2, b"hidden too\n")
+        terminal.write("shown\n")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "hidden" not in err and "shown" in err and "after" in err
+
+
+def test_language_codes_in_any_case():
+    from whisper_tflite.tokens import WhisperTokenizer
+
+    assert [WhisperTokenizer.language_code(x) for x in ("DE", "German", "castilian", "en")] == ["de", "de", "es", "en"]

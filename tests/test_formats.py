@@ -104,3 +104,10 @@ def test_highlighted_words_parse_as_vtt_and_srt():
     assert len(underlined) == 7 and all(c.raw_text.count("<u>") == 1 for c in underlined)
     parsed = list(srt.parse(render(WORDY, "srt", layout=layout)))
     assert [c.start for c in parsed] == sorted(c.start for c in parsed) and len(parsed) == len(captions)
+
+
+def test_segments_without_words_keep_their_text_in_subtitles():
+    """A window whose text did not fit the alignment model has no words: its text still becomes a cue."""
+    result = TranscriptionResult(text="", language="en", language_probability=1.0, duration=30.0, segments=[
+        WORDY.segments[0], Segment(5.0, 8.0, " no words here", words=[]), WORDY.segments[1]])
+    assert [text for _, _, text in cues(result)] == ["And so my fellow Americans,", "no words here", "ask not."]

@@ -48,6 +48,8 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarra
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode(io.BytesIO(source), name)
     if hasattr(source, "read"):
+        if isinstance(source, io.TextIOBase):
+            raise AudioError(f"{name}: opened as text; open audio in binary mode ('rb')")
         return _decode(source if _seekable(source) else io.BytesIO(source.read()), name)
     if name == "stdin":
         return _decode(io.BytesIO(sys.stdin.buffer.read()), name)
@@ -56,8 +58,11 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarra
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
-    with open(path, "rb") as f:
-        return _decode(f, str(path))
+    try:
+        with open(path, "rb") as f:
+            return _decode(f, str(path))
+    except OSError as e:  # unreadable (permissions, I/O error): a problem with this input, not the program
+        raise AudioError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
 def source_name(source: AudioSource) -> str:

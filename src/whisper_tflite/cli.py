@@ -7,6 +7,7 @@ Errors end in one line on stderr and an exit code: 2 for a usage or input proble
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -159,12 +160,16 @@ def _convert(args) -> int:
 def _write_atomic(path: Path, text: str) -> None:
     """Written beside, then renamed: never a half-written file; readable as any new file (umask), not 0600."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _output_paths(files: list[Path], output_dir: Path | None, output_format: str) -> list[Path] | None:
@@ -201,17 +206,23 @@ def _transcribe(args) -> int:
     from .runtime import Transcriber
     from .runtime.formats import SubtitleLayout, render
 
+    # Every check before any work: options, output folder, then the bundle and what it can do.
     if args.threads is not None and args.threads < 0:
         return _fail("--threads must be 0 (the default) or more", EXIT_USAGE)
-    transcriber = Transcriber(args.model, threads=args.threads)
     layout = SubtitleLayout(args.highlight_words, args.max_line_width, args.max_line_count, args.max_words_per_line)
     if layout != SubtitleLayout() and not args.word_timestamps:
         return _fail("--highlight-words and --max-line-* / --max-words-per-line need --word-timestamps", EXIT_USAGE)
     if any(n is not None and n < 1 for n in (args.max_line_width, args.max_line_count, args.max_words_per_line)):
         return _fail("--max-line-width, --max-line-count and --max-words-per-line must be at least 1", EXIT_USAGE)
-    # before any file, not once per file
-    language = transcriber.check_request(args.language, args.task, args.word_timestamps)
+    options = TranscriptionOptions(
+        temperature=args.temperature, compression_ratio_threshold=args.compression_ratio_threshold,
+        log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
+        condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
+        word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
+        patience=args.patience, length_penalty=args.length_penalty)
     outputs = _output_paths(args.files, args.output_dir, args.format)
+    transcriber = Transcriber(args.model, threads=args.threads)
+    language = transcriber.check_request(args.language, args.task, args.word_timestamps)
     failed: list[str] = []
     show = not args.quiet and len(args.files) > 1
     for index, file in enumerate(tqdm(args.files, desc="files", unit="file", disable=not show, file=sys.stderr)):
@@ -225,13 +236,8 @@ def _transcribe(args) -> int:
                 bar.update(advance)
 
         try:
-            result = transcriber.transcribe(
-                file, language=language, task=args.task, temperature=args.temperature,
-                compression_ratio_threshold=args.compression_ratio_threshold,
-                log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
-                condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
-                word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
-                patience=args.patience, length_penalty=args.length_penalty, progress=progress)
+            result = transcriber.transcribe(file, language=language, task=args.task, progress=progress,
+                                            **dataclasses.asdict(options))
         except AudioError as e:
             print(f"whisper-tflite: error: {e}", file=sys.stderr)
             failed.append(str(file))

@@ -11,28 +11,52 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from typing import Iterator, TextIO
 
 LOG = logging.getLogger("whisper_tflite")
+
+# fd 2 belongs to the whole process: nested or concurrent blocks share one redirection, the outermost undoes it.
+_lock = threading.Lock()
+_depth = 0
+_saved: int | None = None
 
 
 @contextlib.contextmanager
 def native_stderr_hidden() -> Iterator[TextIO]:
     """Sends file descriptor 2 to /dev/null inside the block; yields a stream on the real stderr for what the
-    user must see (a progress bar)."""
-    if LOG.isEnabledFor(logging.DEBUG):
+    user must see (a progress bar). Where stderr cannot be redirected (closed, or no sys.stderr), does nothing."""
+    global _depth, _saved
+    if LOG.isEnabledFor(logging.DEBUG) or sys.stderr is None:
         yield sys.stderr
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    terminal = os.fdopen(os.dup(saved), "w", encoding="utf-8", errors="replace")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
+    with _lock:
+        try:
+            if _depth == 0:
+                sys.stderr.flush()
+                _saved = os.dup(2)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            terminal = os.fdopen(os.dup(_saved), "w", encoding="utf-8", errors="replace")
+            _depth += 1
+        except OSError:  # no fd 2 to redirect: leave it as it was
+            if _depth == 0 and _saved is not None:
+                os.dup2(_saved, 2)
+                os.close(_saved)
+                _saved = None
+            terminal = None
+    if terminal is None:
+        yield sys.stderr
+        return
     try:
         yield terminal
     finally:
         terminal.close()
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                sys.stderr.flush()
+                os.dup2(_saved, 2)
+                os.close(_saved)
+                _saved = None

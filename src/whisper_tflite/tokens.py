@@ -207,7 +207,7 @@ class WhisperTokenizer:
     @staticmethod
     def language_code(language: str) -> str:
         """A code as given (`de`), or the code of a name (`German`, `castilian`), as openai-whisper accepts."""
-        return TO_LANGUAGE_CODE.get(language.lower(), language)
+        return TO_LANGUAGE_CODE.get(language.lower(), language.lower())
 
     def prompt(self, language: str | None, task: str, timestamps: bool) -> list[int]:
         """The start-of-transcript sequence: sot [language task] [notimestamps]."""

@@ -1,8 +1,8 @@
 """Decoding one 30 s window: Whisper's logit filters, greedy search, beam search or sampling, language detection.
 
 Follows openai/whisper `decoding.py`, and for beam search and best-of sampling CTranslate2's `BeamSearch` and
-`GreedySearch` as faster-whisper calls them; works on any `Stepper` (the TFLite bundle, or the reference model),
-so the same algorithm can be held against the reference.
+`GreedySearch` as faster-whisper calls them. Works on a `Stepper` (the bundle's models: `models.TfliteStepper`);
+faster-whisper on the same weights, not this code, is what its behaviour is held against.
 """
 
 from __future__ import annotations

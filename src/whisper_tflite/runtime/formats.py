@@ -62,6 +62,12 @@ def _subtitles(segments, layout: SubtitleLayout):
     line_len, line_count, subtitle = 0, 1, []
     last = segments[0].start
     for segment in segments:
+        if not segment.words:  # a window whose text did not fit the alignment model: its text, as one cue
+            if subtitle:
+                yield subtitle
+            yield [(segment.start, segment.end, segment.text.strip())]
+            line_len, line_count, subtitle = 0, 1, []
+            continue
         for chunk in range(0, len(segment.words), max_words_per_line):
             for i, timing in enumerate(segment.words[chunk : chunk + max_words_per_line]):
                 word = timing.word
