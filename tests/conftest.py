@@ -116,16 +116,44 @@ def base_features(base, audio_cache):
 
 
 @pytest.fixture(scope="session")
-def tiny_en_reference(tiny_en, tiny_en_features):
-    """(features, ReferenceResult of greedy `generate`) per clip for tiny.en, computed once a run. `generate` is
-    slow (one eager call per token): parity tests judge teacher-forced (`tests/parity.py`) instead."""
-    return _reference_cache(tiny_en, tiny_en_features)
+def base_reference(base, base_features):
+    """(features, ReferenceResult of greedy `generate`) per (clip, forced language) for base. `generate` is slow
+    (one eager call per token): only the test of `reference_transcribe` itself uses it."""
+    return _reference_cache(base, base_features)
+
+
+def _greedy_cache(checkpoint, bundle, features_of, audio_cache):
+    from whisper_tflite.runtime import Transcriber
+
+    from .parity import assert_parity, bundle_greedy_tokens
+
+    transcriber = Transcriber(bundle, threads=2)
+    cache = {}
+
+    def get(clip, language="en"):
+        key = (clip.path, language)
+        if key not in cache:
+            tokens = bundle_greedy_tokens(transcriber, audio_cache(clip), language)
+            prompt = transcriber.tokenizer.prompt(language, "transcribe", timestamps=False)
+            assert_parity([(clip.name, tokens, features_of(clip), len(prompt))], checkpoint)
+            cache[key] = tokens
+        return cache[key]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def base_reference(base, base_features):
-    """(features, ReferenceResult) per (clip, forced language) for base, computed once a run."""
-    return _reference_cache(base, base_features)
+def tiny_en_greedy(tiny_en, tiny_bundle, tiny_en_features, audio_cache):
+    """The reference's greedy tokens (first 30 s, no timestamps) per clip: the fp32 bundle's, each checked
+    teacher-forced to be the reference's own choice at every position - one forward pass, where `generate`
+    takes one eager call per token."""
+    return _greedy_cache(tiny_en, tiny_bundle, tiny_en_features, audio_cache)
+
+
+@pytest.fixture(scope="session")
+def base_greedy(base, base_bundle, base_features, audio_cache):
+    """As `tiny_en_greedy`, for base, per (clip, forced language)."""
+    return _greedy_cache(base, base_bundle, base_features, audio_cache)
 
 
 @pytest.fixture(scope="session")
@@ -204,4 +232,8 @@ def tiny_bundle(bundle_for):
 
 @pytest.fixture(scope="session")
 def base_bundle(bundle_for):
-    return bundle_for("base", "none")
+    """base, fp32, the greedy roles only (no decoder_batch, alignment: a minute of conversion): its tests decode
+    with beam_size=1."""
+    from whisper_tflite.bundle import GREEDY_MODELS
+
+    return bundle_for("base", "none", GREEDY_MODELS)

@@ -17,7 +17,9 @@ from .test_conversion import _check_model_file
 
 COMBINED = ("decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
 COMBINED_GREEDY = ("whisper", "encoder_decoder", "decoder")
-BASE_COMBINED = ("features", "encoder", "decoder", "encoder_decoder", "whisper")
+# base: the one-file model only (its parts are the same graphs, checked on tiny.en; two conversions and two
+# thirds of base's parity runs fewer in the suite)
+BASE_COMBINED = ("features", "whisper")
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +62,14 @@ class Runners:
         return self._tokens(self.runners["decoder"](**cross, **self.prompt_inputs(prompt)), prompt, eot)
 
 
-def _parity(checkpoint, runners, clips, audio_cache, features_of, prompt_of):
+def _parity(checkpoint, runners, clips, audio_cache, features_of, prompt_of, kinds=COMBINED_GREEDY):
     eot = checkpoint.special_tokens.eot
     runs = []
     for clip in clips:
         prompt = prompt_of(clip)
         pcm = pad_or_trim(audio_cache(clip))
         log_mel = runners.runners["features"](pcm=pcm)["log_mel"]
-        for kind in COMBINED_GREEDY:
+        for kind in kinds:
             ours = runners.whisper(pcm, prompt, eot) if kind == "whisper" else getattr(runners, kind)(
                 log_mel, prompt, eot)
             runs.append((f"{kind}: {clip.name}", ours, features_of(clip), len(prompt)))
@@ -85,7 +87,8 @@ def test_base_combined_models_match_reference(base, base_combined, base_clips, a
     runners = Runners(base_combined, BASE_COMBINED)
     special = base.special_tokens
     _parity(base, runners, base_clips, audio_cache, base_features,
-            lambda clip: [special.sot, special.languages[clip.language], special.transcribe, special.no_timestamps])
+            lambda clip: [special.sot, special.languages[clip.language], special.transcribe, special.no_timestamps],
+            kinds=("whisper",))
 
 
 @pytest.mark.slow

@@ -211,13 +211,13 @@ def test_interrupted_convert_leaves_no_bundle(sig, tmp_path):
 
 
 def test_convert_twice_is_byte_identical(bundle_for, tmp_path):
-    """The default (quantized) bundle, converted again by the CLI, is the same bytes."""
+    """The default bundle's quantized encoder and decoder step, converted again by the CLI, are the same bytes
+    (two roles, not six: the others are built the same way, and each conversion costs the suite time)."""
     first = bundle_for("tiny.en", None)
-    done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--quiet", timeout=600)
+    done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--models", "encoder,decoder_step", "--quiet",
+                   timeout=600)
     assert done.returncode == 0, done.stderr
-    names = sorted(p.name for p in first.iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "again").iterdir())
-    for name in names:
+    for name in ("encoder.tflite", "decoder_step.tflite", "tokenizer.json"):
         assert sha256_of(tmp_path / "again" / name) == sha256_of(first / name), name
 
 

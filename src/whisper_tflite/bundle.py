@@ -25,7 +25,8 @@ MULTILINGUAL_VOCAB = 51865  # English-only vocabularies have 51864 tokens
 DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_layers", "decoder_layers",
         "decoder_heads")
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
-DEFAULT_MODELS = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment")
+GREEDY_MODELS = ("features", "encoder", "decoder_step", "prefill")  # enough for greedy transcription
+DEFAULT_MODELS = (*GREEDY_MODELS, "decoder_batch", "alignment")  # and beam search, best-of, word timestamps
 ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment", "decoder", "pcm_encoder",
          "encoder_decoder", "whisper", "generator")
 
