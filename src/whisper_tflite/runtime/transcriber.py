@@ -357,17 +357,17 @@ class Transcriber:
     def check_request(self, language: str | None, task: str, word_timestamps: bool = False) -> str | None:
         """The language code to decode with (None: detect). Refuses a language the model does not know,
         translation with an English-only model, or word timestamps from a bundle without the alignment model."""
-        language = None if language in (None, "auto") else self.tokenizer.language_code(language)
+        code = None if language in (None, "auto") else self.tokenizer.language_code(language)
         if word_timestamps and "alignment" not in self.bundle.models:
             raise BundleError(f"{self.bundle.folder} has no alignment model, which word timestamps need; "
                               "convert the bundle again")
         if task not in ("transcribe", "translate"):
             raise UsageError(f"unknown task {task!r}: choose transcribe or translate")
-        if language is not None and language not in self.languages:
+        if code is not None and code not in self.languages:
             raise UsageError(f"unknown language {language!r} for this model (known: {', '.join(self.languages)})")
         if task == "translate" and not self.multilingual:
             raise UsageError(f"{self.bundle.folder} is an English-only model: it cannot translate")
-        return language
+        return code
 
     def transcribe(
         self,
