@@ -183,13 +183,16 @@ class DecoderBatchStep(DecoderStep):
             h = layer_norm(x, w, f"{p}/self_attn_layer_norm")
             q, k, v = (tf.reshape(dense(h, w, f"{p}/self_attn/{n}_proj"), [batch, heads, 1, head_dim]) for n in "qkv")
             outputs[f"new_k_{i}"], outputs[f"new_v_{i}"] = k, v
-            # The cache block and the token's own key, as `_attend_two` does (its own score needs no matmul).
+            # The cache block and the token's own key, as `_attend_two` does (its own score needs no matmul). Each
+            # row has a cache of its own: one query row against runtime K/V, a multiply and a sum (`query_keys`).
             q = q * head_dim**-0.5
-            cached = tf.matmul(q, inputs[f"self_k_{i}"], transpose_b=True) + cache_bias  # [B, heads, 1, 448]
+            cached = tf.reshape(tf.reduce_sum(q * inputs[f"self_k_{i}"], -1), [batch, heads, 1, self.n_ctx])
+            cached = cached + cache_bias  # [B, heads, 1, 448]
             own = tf.reduce_sum(q * k, -1, keepdims=True)  # [B, heads, 1, 1]
             peak = tf.maximum(tf.reduce_max(cached, -1, keepdims=True), own)
             cached, own = tf.exp(cached - peak), tf.exp(own - peak)
-            mixed = tf.matmul(cached, inputs[f"self_v_{i}"]) + own * v
+            mixed = tf.reduce_sum(tf.reshape(cached, [batch, heads, self.n_ctx, 1]) * inputs[f"self_v_{i}"], 2,
+                                  keepdims=True) + own * v
             attended = mixed / (tf.reduce_sum(cached, -1, keepdims=True) + own)
             x = x + dense(tf.reshape(attended, [batch, heads * head_dim]), w, f"{p}/self_attn/out_proj")
             h = layer_norm(x, w, f"{p}/encoder_attn_layer_norm")

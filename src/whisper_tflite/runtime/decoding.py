@@ -218,6 +218,16 @@ def _best(hypotheses: list[Hypothesis], length_penalty: float, tokenizer: Whispe
                           temperature=temperature)
 
 
+def _top(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` largest values, largest first. Partitioning all beams x vocabulary values took
+    ~1 ms a step; the few within 8 of the maximum hold the answer whenever there are at least `count` of them."""
+    near = np.flatnonzero(values > values.max() - 8.0)
+    if len(near) < count:
+        near = np.arange(len(values))
+    top = near[np.argpartition(-values[near], count - 1)[:count]]
+    return top[np.argsort(-values[top], kind="stable")]
+
+
 def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
                 beam_size: int, patience: float = 1.0, length_penalty: float = 1.0) -> DecodingResult:
     """CTranslate2's `BeamSearch` on the begun window: each step ranks the 2 * beam_size best (beam, token)
@@ -243,8 +253,7 @@ def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: Log
         totals = np.stack([log_softmax(logit_filter(row, sequence)) for row, sequence in zip(rows, sequences)])
         totals += scores[:, np.newaxis]
         flat = totals.ravel()
-        top = np.argpartition(-flat, candidates - 1)[:candidates]
-        top = top[np.argsort(-flat[top], kind="stable")]
+        top = _top(flat, candidates)
         beams, tokens = np.divmod(top, totals.shape[1])
         last_step = step + 1 == max_length
         chosen, secondary = [], beam_size

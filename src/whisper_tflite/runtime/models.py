@@ -205,9 +205,11 @@ class TfliteStepper:
         if self.offset >= self.n_ctx:
             raise IndexError(f"the decoder's {self.n_ctx}-token context is full")
         model = self.batch_decoder
-        if origins is not None and (origins != np.arange(len(origins))).any():
+        moved = np.flatnonzero(origins != np.arange(len(origins))) if origins is not None else []
+        if len(moved):  # only the rows that take over another's sequence: most beams continue their own
             for cache in self.rows.values():  # no view may outlive the loop: the interpreter refuses to run
-                model.input_view(cache)[:, :, : self.offset] = model.input_view(cache)[origins, :, : self.offset]
+                taken_over = model.input_view(cache)[origins[moved], :, : self.offset]  # a copy: sources may move
+                model.input_view(cache)[moved, :, : self.offset] = taken_over
         model.run(tokens=np.asarray(tokens, np.int32).reshape(-1, 1), offset=np.array([self.offset], np.int32))
         for new, cache in self.rows.items():
             model.input_view(cache)[:, :, self.offset] = model.output(new)[:, :, 0]
