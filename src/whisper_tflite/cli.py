@@ -1,7 +1,7 @@
-"""whisper-tflite convert | transcribe.
+"""whisper-tflite convert | transcribe | transcribe-corpus.
 
 Errors end in one line on stderr and an exit code: 2 for a usage or input problem, 1 for an internal one.
-`transcribe` never imports TensorFlow.
+`transcribe` and `transcribe-corpus` never import TensorFlow.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  whisper-tflite convert tiny.en --out bundles/tiny.en\n"
                "  whisper-tflite transcribe talk.m4a --model bundles/tiny.en --format srt --output-dir subs\n"
-               "  cat talk.flac | whisper-tflite transcribe - --format json\n\n"
+               "  cat talk.flac | whisper-tflite transcribe - --format json\n"
+               "  whisper-tflite transcribe-corpus podcasts/ --model bundles/tiny.en --output podcasts.jsonl\n\n"
                "'whisper-tflite COMMAND --help' explains each option.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('whisper-tflite')}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,7 +78,36 @@ def _parser() -> argparse.ArgumentParser:
                            help="characters in a line before it breaks (with --max-line-count)")
     subtitles.add_argument("--max-line-count", type=int, metavar="N", help="lines in a cue")
     subtitles.add_argument("--max-words-per-line", type=int, metavar="N", help="words in a line")
-    decoding = transcribe.add_argument_group("decoding (faster-whisper's options and defaults)")
+    _add_decoding_options(transcribe)
+
+    corpus = commands.add_parser(
+        "transcribe-corpus", help="transcribe many files into one JSON Lines file, in parallel; resumable",
+        description="Transcribe every audio file of the inputs into OUTPUT, one JSON object a line (transcribe's "
+                    "json object plus duration, wall_s and error), appended as each file finishes. A rerun skips "
+                    "the files OUTPUT already holds. Unreadable files get their error and the run goes on.")
+    corpus.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="audio file, folder (searched recursively by audio extension) or list file "
+                             "(.txt/.lst/.list: a path a line)")
+    corpus.add_argument("--model", type=Path, default=Path("bundles/tiny.en"),
+                        help="bundle folder written by convert [bundles/tiny.en]")
+    corpus.add_argument("--output", type=Path, required=True, help="JSON Lines file to append to")
+    corpus.add_argument("--workers", type=int, help="worker processes on this machine [one a core]")
+    corpus.add_argument("--threads", type=int,
+                        help="interpreter threads of each worker [cores / workers; 1 on Ray]")
+    corpus.add_argument("--ray", metavar="ADDRESS",
+                        help="run as Ray tasks: auto (the cluster this machine belongs to), ray://HOST:10001, "
+                             "or local (a Ray started here); needs the cluster extra")
+    corpus.add_argument("--language", default="auto", help="language code or name, or auto to detect [auto]")
+    corpus.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    corpus.add_argument("--word-timestamps", action="store_true", help="time each word (needs the alignment model)")
+    corpus.add_argument("--quiet", action="store_true", help="no progress bar")
+    corpus.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
+    _add_decoding_options(corpus)
+    return parser
+
+
+def _add_decoding_options(command: argparse.ArgumentParser) -> None:
+    decoding = command.add_argument_group("decoding (faster-whisper's options and defaults)")
     decoding.add_argument("--temperature", type=_temperatures, default=TranscriptionOptions.temperature,
                           metavar="T[,T...]", help="temperature, or the fallback sequence "
                           f"[{','.join(f'{t:g}' for t in TranscriptionOptions.temperature)}]")
@@ -104,7 +134,6 @@ def _parser() -> argparse.ArgumentParser:
              "skip a window whose no-speech probability is above this and whose text is unsure")):
         decoding.add_argument(f"--{name}", type=_optional_float, default=default,
                               metavar="X|none", help=f"{meaning}; none turns the check off [{default:g}]")
-    return parser
 
 
 def _temperatures(text: str) -> tuple[float, ...]:
@@ -199,6 +228,15 @@ def _output_paths(files: list[Path], output_dir: Path | None, output_format: str
     return paths
 
 
+def _options(args) -> TranscriptionOptions:
+    return TranscriptionOptions(
+        temperature=args.temperature, compression_ratio_threshold=args.compression_ratio_threshold,
+        log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
+        condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
+        word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
+        patience=args.patience, length_penalty=args.length_penalty)
+
+
 def _transcribe(args) -> int:
     from tqdm import tqdm
 
@@ -214,12 +252,7 @@ def _transcribe(args) -> int:
         return _fail("--highlight-words and --max-line-* / --max-words-per-line need --word-timestamps", EXIT_USAGE)
     if any(n is not None and n < 1 for n in (args.max_line_width, args.max_line_count, args.max_words_per_line)):
         return _fail("--max-line-width, --max-line-count and --max-words-per-line must be at least 1", EXIT_USAGE)
-    options = TranscriptionOptions(
-        temperature=args.temperature, compression_ratio_threshold=args.compression_ratio_threshold,
-        log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
-        condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
-        word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
-        patience=args.patience, length_penalty=args.length_penalty)
+    options = _options(args)
     outputs = _output_paths(args.files, args.output_dir, args.format)
     transcriber = Transcriber(args.model, threads=args.threads)
     language = transcriber.check_request(args.language, args.task, args.word_timestamps)
@@ -259,12 +292,33 @@ def _transcribe(args) -> int:
     return 0
 
 
+def _transcribe_corpus(args) -> int:
+    from .corpus import clock, transcribe_corpus
+
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            return _fail(f"--{name} must be at least 1", EXIT_USAGE)
+    if args.ray is not None and args.workers is not None:
+        return _fail("--workers is for this machine; on Ray, the cluster's CPUs decide", EXIT_USAGE)
+    if args.output.is_dir():
+        return _fail(f"--output {args.output} is a folder; give a file (JSON Lines)", EXIT_USAGE)
+    summary = transcribe_corpus(args.inputs, args.model, args.output, workers=args.workers, threads=args.threads,
+                                ray_address=args.ray, progress=not args.quiet, language=args.language,
+                                task=args.task, **dataclasses.asdict(_options(args)))
+    print(f"whisper-tflite: {summary.files} files: {summary.skipped} already in {args.output}, "
+          f"{summary.transcribed} transcribed ({clock(summary.audio_seconds)} of audio in "
+          f"{clock(summary.wall_seconds)}), {summary.failed} failed (their errors are in {args.output})",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verbose:
         LOG.setLevel(logging.DEBUG)
     try:
-        return _convert(args) if args.command == "convert" else _transcribe(args)
+        return {"convert": _convert, "transcribe": _transcribe, "transcribe-corpus": _transcribe_corpus}[
+            args.command](args)
     except (SourceError, AudioError, BundleError, UsageError) as e:
         return _fail(str(e), EXIT_USAGE)
     except WhisperTfliteError as e:  # a conversion that failed inside the converter

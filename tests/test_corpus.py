@@ -1,0 +1,151 @@
+"""A corpus transcribed by worker processes and by Ray: the same texts as one file at a time, nothing lost or
+written twice when a worker is killed, bad files recorded, and a rerun that only finishes what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from whisper_tflite import Transcriber
+from whisper_tflite.corpus import collect_files, finished_files
+
+from .test_faults import CLI
+
+BROKEN = {"not-audio.wav": b"this is not audio\n", "empty.flac": b""}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, english_clips):
+    """A folder tree of the English clips up to 30 s (links, twice under different names, so that a run lasts
+    long enough to be interrupted) and two files no decoder reads."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for copy in ("a", "b/c"):
+        (folder / copy).mkdir(parents=True)
+        for clip in english_clips:
+            if clip.duration <= 30:
+                (folder / copy / clip.path.name).symlink_to(clip.path)
+    for name, data in BROKEN.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sequential(default_bundle, corpus):
+    """Each file's text from `Transcriber.transcribe`, one after another, default options."""
+    transcriber = Transcriber(default_bundle, threads=2)
+    return {str(p): transcriber.transcribe(p).text for p in collect_files([corpus]) if p.name not in BROKEN}
+
+
+def lines_of(output: Path) -> list[dict]:
+    return [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+
+
+def assert_complete(output: Path, corpus: Path, sequential: dict) -> None:
+    """One line a file, the same text as sequential transcription, the bad files with their one-line error."""
+    lines = lines_of(output)
+    files = [line["file"] for line in lines]
+    assert len(files) == len(set(files)), "a file was written twice"
+    by_file = {line["file"]: line for line in lines}
+    assert set(by_file) == set(sequential) | {str(corpus / name) for name in BROKEN}
+    for file, text in sequential.items():
+        line = by_file[file]
+        assert line["error"] is None and line["text"] == text, file
+        assert line["duration"] > 0 and line["wall_s"] > 0 and line["segments"] and line["language"] == "en"
+    for name in BROKEN:
+        line = by_file[str(corpus / name)]
+        assert line["error"] and "\n" not in line["error"] and "Traceback" not in line["error"]
+        assert "text" not in line
+
+
+def test_collect_files(corpus, english_clips, tmp_path):
+    files = collect_files([corpus])
+    assert len(files) == 2 * sum(c.duration <= 30 for c in english_clips) + len(BROKEN)
+    assert all(p.is_absolute() for p in files) and files == sorted(files)
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"# a comment\n{files[0]}\n\n{os.path.relpath(files[1], tmp_path)}  # another\n")
+    assert collect_files([listed, files[0]]) == files[:2]  # each once, in order, relative to the list's folder
+    done = run("transcribe-corpus", tmp_path / "missing", "--output", tmp_path / "out.jsonl")
+    assert done.returncode == 2 and done.stderr.strip().endswith("missing: no such file or folder")
+
+
+def test_a_cut_last_line_is_dropped(tmp_path):
+    output = tmp_path / "out.jsonl"
+    output.write_text('{"file": "/a.wav", "error": null}\n{"file": "/b.wa')
+    assert finished_files(output) == {"/a.wav"}
+    assert output.read_text() == '{"file": "/a.wav", "error": null}\n'
+
+
+def run(*args, timeout=600):
+    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def start(*args) -> subprocess.Popen:
+    return subprocess.Popen([str(CLI), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def wait_for_lines(output: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not (output.exists() and output.read_text().count("\n") >= count):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process under `pid`."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        found += [(int(child), command), *descendants(int(child))]
+    return found
+
+
+def test_local_workers_killed_and_resumed(default_bundle, corpus, sequential, tmp_path):
+    output = tmp_path / "out.jsonl"
+    args = ("transcribe-corpus", corpus, "--model", default_bundle, "--output", output, "--workers", "2",
+            "--threads", "1", "--quiet")
+    process = start(*args)
+    wait_for_lines(output, 3, process)
+    workers = [pid for pid, command in descendants(process.pid) if "spawn_main" in command]
+    assert len(workers) == 2, descendants(process.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1 and stderr.strip().count("\n") == 0, stderr
+    assert "a worker process died" in stderr and "run the same command again" in stderr
+    partial = len(lines_of(output))
+    assert 3 <= partial < len(sequential) + len(BROKEN)
+
+    done = run(*args)
+    assert done.returncode == 0, done.stderr
+    assert f"{partial} already in" in done.stderr
+    assert_complete(output, corpus, sequential)
+    again = run(*args)  # nothing left to do
+    assert again.returncode == 0 and f"{len(sequential) + len(BROKEN)} already in" in again.stderr
+    assert len(lines_of(output)) == len(sequential) + len(BROKEN)
+
+
+def test_ray_worker_killed_mid_run(default_bundle, corpus, sequential, tmp_path):
+    """A local Ray started by the run; a task's worker killed: Ray runs the task again, the run completes."""
+    output = tmp_path / "out.jsonl"
+    process = start("transcribe-corpus", corpus, "--model", default_bundle, "--output", output, "--ray", "local")
+    wait_for_lines(output, 2, process)
+    busy = []
+    deadline = time.monotonic() + 60
+    while not busy and time.monotonic() < deadline:
+        busy = [pid for pid, command in descendants(process.pid) if "_ray_transcribe_file" in command]
+    assert busy, descendants(process.pid)
+    os.kill(busy[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert_complete(output, corpus, sequential)
