@@ -27,7 +27,7 @@ CLI = Path(sys.executable).with_name("whisper-tflite")
 CONFIGURATIONS = {  # name: extra arguments
     "1 worker x 2 threads": ["--workers", "1", "--threads", "2"],
     "2 workers x 1 thread": ["--workers", "2", "--threads", "1"],
-    "Ray (local, 2 tasks x 1 thread)": ["--ray", "local", "--threads", "1"],
+    "Ray (local, 1-thread tasks, one a core)": ["--ray", "local", "--threads", "1"],
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 from whisper_tflite.errors import UsageError
 from whisper_tflite.evaluation import error_rate, faster_whisper_transcribe
 from whisper_tflite.runtime import Transcriber
+from whisper_tflite.runtime.decoding import _top
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_batch_rows_equal_single_steps(tiny, english_clips, audio_cache):
     stepper.begin(stepper.log_mel(audio[:480000]))
     prompt = tokenizer.prompt("en", "transcribe", timestamps=True)
     first, second = np.array([50364, 400, 293, 50365, 440]), np.array([262, 11, 50380, 290, 13])
-    origins = np.array([3, 0, 0, 4, 1])
+    origins = np.array([0, 0, 2, 1, 4])  # rows 0, 2, 4 go on; row 1 takes row 0's, row 3 the old row 1's
 
     def single(tokens: list[int]) -> tuple[np.ndarray, dict]:
         stepper.reset()
@@ -53,6 +54,20 @@ def test_batch_rows_equal_single_steps(tiny, english_clips, audio_cache):
                     *(float(np.abs(alone_rows[name] - rows[name][j]).max()) for name in rows))
     print(f"largest difference between a batch row and the single step: {worst:.2e}")
     assert worst <= 1e-4
+
+
+def test_top_candidates_equal_a_full_sort():
+    """Beam search's top candidates, searched near the maximum only, are a full stable sort's first ones: on
+    peaked and flat scores, with -inf, and when fewer than the count lie near the maximum."""
+    rng = np.random.default_rng(0)
+    for scale in (0.1, 1.0, 30.0):
+        values = (rng.standard_normal(5 * 51864) * scale).astype(np.float32)
+        values[rng.integers(0, len(values), 1000)] = -np.inf
+        expected = np.argsort(-values, kind="stable")[:10]
+        assert np.array_equal(values[_top(values, 10)], values[expected])  # the same values in order: ties aside
+    lonely = np.full(1000, -50.0, np.float32)
+    lonely[[3, 700]] = [0.0, -1.0]  # two near the maximum, the other eight far below
+    assert list(_top(lonely, 10)[:2]) == [3, 700] and len(set(_top(lonely, 10))) == 10
 
 
 @pytest.mark.parametrize("bundle, compute_type", [("fp32", "float32"), ("default", "int8")])

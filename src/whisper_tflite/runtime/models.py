@@ -205,7 +205,8 @@ class TfliteStepper:
         if self.offset >= self.n_ctx:
             raise IndexError(f"the decoder's {self.n_ctx}-token context is full")
         model = self.batch_decoder
-        moved = np.flatnonzero(origins != np.arange(len(origins))) if origins is not None else []
+        origins = np.asarray(origins) if origins is not None else np.arange(self.batch_size)
+        moved = np.flatnonzero(origins != np.arange(len(origins)))
         if len(moved):  # only the rows that take over another's sequence: most beams continue their own
             for cache in self.rows.values():  # no view may outlive the loop: the interpreter refuses to run
                 taken_over = model.input_view(cache)[origins[moved], :, : self.offset]  # a copy: sources may move

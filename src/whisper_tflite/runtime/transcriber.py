@@ -142,10 +142,8 @@ class LongFormDecoder:
         self.filter = LogitFilter(tokenizer, suppressed_tokens(tokenizer, suppress), begin_suppress,
                                   timestamps=True)
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
-                   options: TranscriptionOptions = TranscriptionOptions(),
-                   progress: Callable[[int, int], None] | None = None, seed: int = 0) -> TranscriptionResult:
-        tokenizer = self.tokenizer
+    def check(self, options: TranscriptionOptions) -> None:
+        """Refuses options this bundle cannot decode with."""
         batch = self.stepper.batch_size
         if options.beam_size > 1 and batch == 1:
             raise UsageError(f"beam_size {options.beam_size} needs the decoder_batch model, which this bundle lacks "
@@ -153,6 +151,12 @@ class LongFormDecoder:
         if options.beam_size > batch:
             raise UsageError(f"beam_size {options.beam_size} is larger than this bundle's decoder_batch batch of "
                              f"{batch}")
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
+                   options: TranscriptionOptions = TranscriptionOptions(),
+                   progress: Callable[[int, int], None] | None = None, seed: int = 0) -> TranscriptionResult:
+        tokenizer = self.tokenizer
+        self.check(options)
         rng = np.random.default_rng(seed)
         log_mel = self.stepper.whole_log_mel(audio)
         content_frames = log_mel.shape[1]
