@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="run as Ray tasks: auto (the cluster this machine belongs to), ray://HOST:10001, "
                              "or local (a Ray started here); needs the cluster extra")
     corpus.add_argument("--language", default="auto", help="language code or name, or auto to detect [auto]")
-    corpus.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    corpus.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
+                        help="translate: English text from speech in any language (multilingual models)")
     corpus.add_argument("--word-timestamps", action="store_true", help="time each word (needs the alignment model)")
     corpus.add_argument("--quiet", action="store_true", help="no progress bar")
     corpus.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
