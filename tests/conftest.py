@@ -195,8 +195,9 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(scope="session")
 def bundle_for():
-    """Converts each (source, per-role quantization plan) once, into an on-disk cache keyed by the code version;
-    stale entries go. Two requests with the same plan (e.g. `dynamic-int8` and the default policy) share one."""
+    """Converts each (source, per-role quantization plan, oldest runtime) once, into an on-disk cache keyed by the
+    code version; stale entries go. Two requests with the same plan (e.g. `dynamic-int8` and the default policy)
+    share one."""
     import hashlib
     import shutil
 
@@ -208,12 +209,13 @@ def bundle_for():
             if not stale.name.endswith(version):
                 shutil.rmtree(stale, ignore_errors=True)
 
-    def get(source: str, quantize: str | None = "none", models: tuple[str, ...] = DEFAULT_MODELS) -> Path:
+    def get(source: str, quantize: str | None = "none", models: tuple[str, ...] = DEFAULT_MODELS,
+            min_runtime: str | None = None) -> Path:
         plan = quantization_plan(quantize, models)
-        key = hashlib.sha256(repr(sorted(plan.items())).encode()).hexdigest()[:8]
+        key = hashlib.sha256(repr((sorted(plan.items()), min_runtime)).encode()).hexdigest()[:8]
         path = BUNDLE_CACHE / f"{source}-{key}-{version}"
         if not (path / "manifest.json").is_file():
-            convert(source, path, quantize=plan, models=models, force=True, progress=False)
+            convert(source, path, quantize=plan, models=models, force=True, progress=False, min_runtime=min_runtime)
         return path
 
     return get

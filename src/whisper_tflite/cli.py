@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
                               "decoder_batch, alignment, decoder, pcm_encoder, encoder_decoder, whisper, generator "
                               f"[{','.join(DEFAULT_MODELS)}]")
+    convert.add_argument("--min-runtime", metavar="VERSION",
+                         help="oldest TFLite/LiteRT that must run every file, e.g. 2.16 (int8 weights then get "
+                              "one scale per layer) [none: the default bundle needs 2.17]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--verbose", action="store_true", help="also TensorFlow's own log lines")
@@ -182,7 +185,7 @@ def _convert(args) -> int:
         from .conversion import convert
 
         path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models),
-                       force=args.force, progress=False if args.quiet else terminal)
+                       force=args.force, progress=False if args.quiet else terminal, min_runtime=args.min_runtime)
     print(path)
     return 0
 

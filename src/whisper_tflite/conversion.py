@@ -23,8 +23,11 @@ _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
 _FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}  # TFLite TensorType codes of float tensors
 
 
-def to_tflite(module, quantize: str = "none") -> bytes:
-    """Converts a `GraphModule` with builtin ops only, then refuses the result if it breaks a runtime rule."""
+def to_tflite(module, quantize: str = "none", per_channel: bool = True) -> bytes:
+    """Converts a `GraphModule` with builtin ops only, then refuses the result if it breaks a runtime rule.
+
+    `per_channel=False` quantizes each dense layer's int8 weights with one scale instead of one per output
+    channel: FULLY_CONNECTED version 9, which TFLite 2.3 runs, instead of version 12, which needs 2.17."""
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serving_function()], module)
@@ -34,6 +37,7 @@ def to_tflite(module, quantize: str = "none") -> bytes:
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "dynamic-int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel
     try:
         model = converter.convert()
     except Exception as e:  # the converter raises ConverterError, ValueError, ... with MLIR dumps
@@ -66,6 +70,23 @@ def check_model(model: bytes, role: str) -> None:
             if values.dtype == np.float32 and values.size and np.abs(values).max() > FLOAT_LIMIT:
                 raise ConversionError(f"{role}: constant {_text(tensor.name)} holds a value near the float32 "
                                       "limit, which becomes inf at the first addition (a -inf mask?)")
+
+
+def min_runtime_version(model: bytes) -> str:
+    """The oldest TFLite/LiteRT runtime that runs the model's op versions, as the converter records it in the
+    file's `min_runtime_version` metadata."""
+    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    for entry in parsed.metadata or []:
+        if _text(entry.name) == "min_runtime_version":
+            return bytes(parsed.buffers[entry.buffer].data).rstrip(b"\0").decode()
+    raise ConversionError("the converter recorded no min_runtime_version")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        raise UsageError(f"{version!r} is not a version such as 2.16 or 2.16.1") from None
 
 
 def _text(value) -> str:
@@ -139,6 +160,7 @@ def convert(
     models: tuple[str, ...] = DEFAULT_MODELS,
     force: bool = False,
     progress: bool | TextIO = True,
+    min_runtime: str | None = None,
 ) -> Path:
     """Converts a Whisper checkpoint into a bundle folder (default `bundles/<name>`), atomically: a temporary
     folder renamed at the end.
@@ -146,6 +168,9 @@ def convert(
     `quantize`: None for the default per-component policy; "none", "fp16" or "dynamic-int8" for every model
     but the features graph; or a dict such as {"encoder": "fp16", "decoder_step": "dynamic-int8"}.
     `progress`: a bar on stderr, none (False), or a bar on the given text stream.
+    `min_runtime`: the oldest TFLite/LiteRT version (e.g. "2.16") that must run every file; below 2.17, int8
+    weights get one scale per layer (`to_tflite`'s per_channel). A model that would still need a newer runtime
+    stops the conversion with one line.
     """
     from tqdm import tqdm
 
@@ -162,6 +187,7 @@ def convert(
     if not roles:
         raise UsageError("no models to convert: give at least one role to --models")
     plan = quantization_plan(quantize, roles)
+    ceiling = version_tuple(min_runtime) if min_runtime is not None else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     umask = os.umask(0)
@@ -177,11 +203,16 @@ def convert(
             for role in roles:
                 bar.set_postfix_str(f"{role} ({plan[role]})")
                 module = build_module(role, checkpoint)
-                model = to_tflite(module, plan[role])
+                model = to_tflite(module, plan[role], per_channel=ceiling is None or ceiling >= (2, 17))
+                needs = min_runtime_version(model)
+                if ceiling is not None and version_tuple(needs) > ceiling:
+                    raise UsageError(f"{role} ({plan[role]}) needs TFLite/LiteRT {needs}, newer than "
+                                     f"--min-runtime {min_runtime}: leave {role} out of --models or give a "
+                                     "newer --min-runtime")
                 file = f"{role}.tflite"
                 (staging / file).write_bytes(model)
-                entries[role] = {"file": file, "quantization": plan[role], "sha256": sha256_of(staging / file),
-                                 "bytes": len(model), **io_specs(model)}
+                entries[role] = {"file": file, "quantization": plan[role], "min_runtime_version": needs,
+                                 "sha256": sha256_of(staging / file), "bytes": len(model), **io_specs(model)}
                 if role == "decoder_batch":
                     entries[role]["batch"] = module.batch
                 bar.update()

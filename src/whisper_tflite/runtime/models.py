@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:  # only the older tflite-runtime package (2.14 at the oldest tested): the same interpreter
+    from tflite_runtime.interpreter import Interpreter
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, normalize_log_mel, pad_or_trim
 from ..bundle import Bundle
@@ -22,7 +25,13 @@ class LiteRtModel:
                 self.interpreter.allocate_tensors()
                 runner = self.interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as e:
-            raise BundleError(f"{path} is not a loadable TFLite model ({e}); convert the bundle again") from None
+            reason = str(e).strip().splitlines()[0]
+            needs = bundle.models[role].get("min_runtime_version")
+            if needs:  # the file's sha256 matched: it is the runtime that cannot run it
+                raise BundleError(f"{path} does not load in this runtime ({reason}); it needs TFLite/LiteRT {needs} "
+                                  "or newer: update the runtime, or convert with --min-runtime set to "
+                                  "yours") from None
+            raise BundleError(f"{path} is not a loadable TFLite model ({reason}); convert the bundle again") from None
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         self.inputs = {name: d["index"] for name, d in inputs.items()}
         self.input_shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in inputs.items()}

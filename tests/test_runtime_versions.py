@@ -1,0 +1,145 @@
+"""Which TFLite/LiteRT runtimes run a bundle: the manifest says what each file needs, `--min-runtime` makes files
+an older runtime loads, and tflite-runtime 2.14.0 (the oldest interpreter on PyPI for this Python), in a
+virtualenv of its own, transcribes such a bundle as ai-edge-litert does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+
+from whisper_tflite import Transcriber
+from whisper_tflite.bundle import GREEDY_MODELS
+from whisper_tflite.evaluation import error_rate
+
+from .conftest import REPO
+from .test_faults import error_lines, run_cli
+
+OLD_RUNTIME = "2.14.0"
+
+
+def recorded_runtime(path: Path) -> str:
+    """The file's own `min_runtime_version` metadata, read with LiteRT's flatbuffer schema (the converter's
+    side reads it with TensorFlow's)."""
+    data = path.read_bytes()
+    model = schema.Model.GetRootAsModel(data, 0)
+    for i in range(model.MetadataLength()):
+        if model.Metadata(i).Name() == b"min_runtime_version":
+            return bytes(model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy()).rstrip(b"\0").decode()
+    raise AssertionError(f"{path} records no min_runtime_version")
+
+
+def as_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def test_manifest_records_what_each_file_needs(default_bundle):
+    """The default bundle's files need what the README's compatibility table says."""
+    manifest = json.loads((default_bundle / "manifest.json").read_text())
+    needs = {role: entry["min_runtime_version"] for role, entry in manifest["models"].items()}
+    assert needs == {role: recorded_runtime(default_bundle / entry["file"])
+                     for role, entry in manifest["models"].items()}
+    assert needs == {"features": "1.14.0", "encoder": "2.17.0", "decoder_step": "2.17.0", "prefill": "2.17.0",
+                     "decoder_batch": "2.17.0", "alignment": "2.17.0"}
+
+
+@pytest.fixture(scope="module")
+def old_runtime_python(tmp_path_factory) -> Path:
+    """A virtualenv with tflite-runtime 2.14.0 instead of ai-edge-litert (and numpy 1.26, which it was built
+    for); the other runtime dependencies at constraints.txt's versions; whisper_tflite from this checkout."""
+    venv = tmp_path_factory.mktemp("tflite-runtime-2.14")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    constraints = venv / "constraints.txt"
+    constraints.write_text("".join(line + "\n" for line in (REPO / "constraints.txt").read_text().splitlines()
+                                   if not line.startswith("numpy==")))
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-c", str(constraints),
+                           f"tflite-runtime=={OLD_RUNTIME}", "numpy==1.26.4", "tokenizers", "soundfile", "soxr",
+                           "av", "tqdm"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return venv / "bin" / "python"
+
+
+def run_old(python: Path, script: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), "-c", script, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=600)
+
+
+TRANSCRIBE = """
+import json, sys
+import whisper_tflite.runtime.models as models
+from whisper_tflite import Transcriber
+transcriber = Transcriber(sys.argv[1], threads=2)
+texts = [transcriber.transcribe(path, beam_size=1).text for path in sys.argv[2:]]
+print(json.dumps({"interpreter": models.Interpreter.__module__, "texts": texts}))
+"""
+
+
+def transcribe_on_old_runtime(python: Path, bundle: Path, clips) -> list[str]:
+    done = run_old(python, TRANSCRIBE, bundle, *(c.path for c in clips))
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert answer["interpreter"] == "tflite_runtime.interpreter"
+    return answer["texts"]
+
+
+def greedy_texts(bundle: Path, clips) -> list[str]:
+    transcriber = Transcriber(bundle, threads=2)
+    return [transcriber.transcribe(c.path, beam_size=1).text for c in clips]
+
+
+def test_tflite_runtime_2_14_transcribes_as_litert(tiny_bundle, bundle_for, default_bundle, old_runtime_python,
+                                                   read_speech_clips):
+    """The fp32 bundle (it needs no newer runtime) gives the same transcripts on both runtimes. The
+    `--min-runtime 2.14` bundle loads and transcribes there; its dynamic-range int8 layers run other kernels in
+    each runtime, so a near tie may fall the other way: its error rate is held to the default bundle's."""
+    clips = read_speech_clips[:8]
+    for bundle in (tiny_bundle, bundle_for("tiny.en", None, GREEDY_MODELS, min_runtime="2.14")):
+        for role, entry in json.loads((bundle / "manifest.json").read_text())["models"].items():
+            assert as_tuple(entry["min_runtime_version"]) <= as_tuple(OLD_RUNTIME), (bundle, role)
+            assert entry["min_runtime_version"] == recorded_runtime(bundle / entry["file"])
+    assert transcribe_on_old_runtime(old_runtime_python, tiny_bundle, clips) == greedy_texts(tiny_bundle, clips)
+
+    older_bundle = bundle_for("tiny.en", None, GREEDY_MODELS, min_runtime="2.14")
+    on_old = transcribe_on_old_runtime(old_runtime_python, older_bundle, clips)
+    on_litert, default = greedy_texts(older_bundle, clips), greedy_texts(default_bundle, clips)
+    references = [c.reference for c in clips]
+    rates = [error_rate(references, texts, "en") for texts in (on_old, on_litert, default)]
+    print(f"greedy WER, {len(clips)} clips: --min-runtime 2.14 bundle on tflite-runtime 2.14 {rates[0]:.2%}, on "
+          f"ai-edge-litert {rates[1]:.2%} ({sum(a == b for a, b in zip(on_old, on_litert))} transcripts the same); "
+          f"default bundle {rates[2]:.2%}")
+    assert max(rates[:2]) <= rates[2] + 0.015
+
+
+DEFAULT_ON_OLD = """
+import sys
+from whisper_tflite import Transcriber
+from whisper_tflite.errors import BundleError
+try:
+    Transcriber(sys.argv[1])
+except BundleError as e:
+    print(e)
+"""
+
+
+def test_default_bundle_on_tflite_runtime_2_14_says_what_it_needs(default_bundle, old_runtime_python):
+    done = run_old(old_runtime_python, DEFAULT_ON_OLD, default_bundle)
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = done.stdout.strip()
+    assert "\n" not in message and "needs TFLite/LiteRT 2.17.0 or newer" in message, message
+    assert "--min-runtime" in message
+
+
+def test_min_runtime_refuses_what_cannot_be_had(tmp_path):
+    out = tmp_path / "bundle"
+    done = run_cli("convert", "tiny.en", "--out", out, "--models", "features,encoder", "--min-runtime", "2.5",
+                   "--quiet")
+    assert done.returncode == 2 and len(error_lines(done)) == 1, done.stderr
+    assert "encoder (dynamic-int8) needs TFLite/LiteRT 2.9.0, newer than --min-runtime 2.5" in done.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+    done = run_cli("convert", "tiny.en", "--out", out, "--min-runtime", "two", "--quiet")
+    assert done.returncode == 2 and "'two' is not a version such as 2.16" in done.stderr
