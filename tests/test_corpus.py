@@ -15,21 +15,20 @@ import pytest
 from whisper_tflite import Transcriber
 from whisper_tflite.corpus import collect_files, finished_files
 
-from .test_faults import CLI
+from .test_faults import CLI, default_sigint
 
 BROKEN = {"not-audio.wav": b"this is not audio\n", "empty.flac": b""}
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, english_clips):
-    """A folder tree of the English clips up to 30 s (links, twice under different names, so that a run lasts
-    long enough to be interrupted) and two files no decoder reads."""
+    """A folder tree of the English clips up to 30 s (links, half of them two folders down) and two files no
+    decoder reads."""
     folder = tmp_path_factory.mktemp("corpus")
-    for copy in ("a", "b/c"):
-        (folder / copy).mkdir(parents=True)
-        for clip in english_clips:
-            if clip.duration <= 30:
-                (folder / copy / clip.path.name).symlink_to(clip.path)
+    for sub in ("a", "b/c"):
+        (folder / sub).mkdir(parents=True)
+    for i, clip in enumerate(c for c in english_clips if c.duration <= 30):
+        (folder / ("a" if i % 2 else "b/c") / clip.path.name).symlink_to(clip.path)
     for name, data in BROKEN.items():
         (folder / name).write_bytes(data)
     return folder
@@ -65,7 +64,7 @@ def assert_complete(output: Path, corpus: Path, sequential: dict) -> None:
 
 def test_collect_files(corpus, english_clips, tmp_path):
     files = collect_files([corpus])
-    assert len(files) == 2 * sum(c.duration <= 30 for c in english_clips) + len(BROKEN)
+    assert len(files) == sum(c.duration <= 30 for c in english_clips) + len(BROKEN)
     assert all(p.is_absolute() for p in files) and files == sorted(files)
     listed = tmp_path / "list.txt"
     listed.write_text(f"# a comment\n{files[0]}\n\n{os.path.relpath(files[1], tmp_path)}  # another\n")
@@ -88,7 +87,7 @@ def run(*args, timeout=600):
 
 def start(*args) -> subprocess.Popen:
     return subprocess.Popen([str(CLI), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=default_sigint)
 
 
 def wait_for_lines(output: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> None:

@@ -28,6 +28,12 @@ def run_cli(*args, timeout=300):
                           stdin=subprocess.DEVNULL)
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C as a terminal delivers it, even when this suite runs as a background job
+    of a non-interactive shell (which starts with SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def error_lines(done):
     return [line for line in done.stderr.splitlines() if line.startswith("whisper-tflite")]
 
@@ -192,7 +198,8 @@ def test_convert_bad_source_is_one_line(tmp_path):
 def test_interrupted_convert_leaves_no_bundle(sig, tmp_path):
     out = tmp_path / "bundle"
     process = subprocess.Popen([str(CLI), "convert", "tiny.en", "--out", str(out), "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               preexec_fn=default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline and not any((tmp_path / p.name / "encoder.tflite").exists()
                                              for p in tmp_path.glob(".bundle.partial-*")):

@@ -30,6 +30,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from .errors import UsageError, WhisperTfliteError
+from .native_log import LOG
 
 # What libsndfile or FFmpeg reads, as files are found in folders; a file given by name is taken whatever its name.
 AUDIO_EXTENSIONS = frozenset(
@@ -186,11 +187,12 @@ def _failure(path: Path, message: str, wall_s: float = 0.0) -> dict:
     return {"file": str(path), "duration": None, "wall_s": wall_s, "error": message}
 
 
-def _local_worker(model: Path, threads: int, connection) -> None:
+def _local_worker(model: Path, threads: int, connection, log_level: int) -> None:
     """A worker process: loads the bundle, then transcribes each path it is sent until it is sent None."""
     global _transcriber
     from .runtime import Transcriber
 
+    LOG.setLevel(log_level)  # --verbose: LiteRT's own lines from the workers too
     _transcriber = Transcriber(model, threads=threads)
     try:
         while (task := connection.recv()) is not None:
@@ -239,7 +241,7 @@ def _local_results(files: list[Path], model: Path, workers: int, threads: int, r
 
     def start_worker():
         mine, theirs = context.Pipe()
-        process = context.Process(target=_local_worker, args=(model, threads, theirs), daemon=True)
+        process = context.Process(target=_local_worker, args=(model, threads, theirs, LOG.level), daemon=True)
         with _sigint_ignored():
             process.start()
         theirs.close()
