@@ -105,6 +105,10 @@ def test_tflite_runtime_2_14_transcribes_as_litert(tiny_bundle, bundle_for, defa
     assert transcribe_on_old_runtime(old_runtime_python, tiny_bundle, clips) == greedy_texts(tiny_bundle, clips)
 
     older_bundle = bundle_for("tiny.en", None, GREEDY_MODELS, min_runtime="2.14")
+    sizes = [json.loads((b / "manifest.json").read_text())["models"]["decoder_step"]["bytes"]
+             for b in (older_bundle, default_bundle)]
+    print(f"decoder_step: {sizes[0] / 1e6:.1f} MB with one int8 scale per layer, {sizes[1] / 1e6:.1f} MB per channel")
+    assert sizes[0] < 0.65 * sizes[1]  # token table and logits projection: one int8 tensor, not two
     on_old = transcribe_on_old_runtime(old_runtime_python, older_bundle, clips)
     on_litert, default = greedy_texts(older_bundle, clips), greedy_texts(default_bundle, clips)
     references = [c.reference for c in clips]
