@@ -15,7 +15,7 @@ import pytest
 from whisper_tflite import Transcriber
 from whisper_tflite.corpus import collect_files, finished_files
 
-from .test_faults import CLI, default_sigint
+from .test_faults import CLI, default_sigint, run_cli
 
 BROKEN = {"not-audio.wav": b"this is not audio\n", "empty.flac": b""}
 
@@ -69,7 +69,7 @@ def test_collect_files(corpus, english_clips, tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text(f"# a comment\n{files[0]}\n\n{os.path.relpath(files[1], tmp_path)}  # another\n")
     assert collect_files([listed, files[0]]) == files[:2]  # each once, in order, relative to the list's folder
-    done = run("transcribe-corpus", tmp_path / "missing", "--output", tmp_path / "out.jsonl")
+    done = run_cli("transcribe-corpus", tmp_path / "missing", "--output", tmp_path / "out.jsonl")
     assert done.returncode == 2 and done.stderr.strip().endswith("missing: no such file or folder")
 
 
@@ -78,11 +78,6 @@ def test_a_cut_last_line_is_dropped(tmp_path):
     output.write_text('{"file": "/a.wav", "error": null}\n{"file": "/b.wa')
     assert finished_files(output) == {"/a.wav"}
     assert output.read_text() == '{"file": "/a.wav", "error": null}\n'
-
-
-def run(*args, timeout=600):
-    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
 
 
 def start(*args) -> subprocess.Popen:
@@ -170,10 +165,10 @@ def test_interrupted_run_resumes(default_bundle, corpus, sequential, tmp_path):
     saved = len(lines_of(output))
     assert 3 <= saved < len(sequential) + len(BROKEN)
 
-    done = run(*args)
+    done = run_cli(*args, timeout=600)
     assert done.returncode == 0 and f"{saved} already in" in done.stderr, done.stderr
     assert_complete(output, corpus, sequential)
-    again = run(*args)  # nothing left to do
+    again = run_cli(*args, timeout=600)  # nothing left to do
     assert again.returncode == 0 and f"{len(sequential) + len(BROKEN)} already in" in again.stderr
     assert len(lines_of(output)) == len(sequential) + len(BROKEN)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
@@ -75,10 +76,10 @@ def check_model(model: bytes, role: str) -> None:
 def min_runtime_version(model: bytes) -> str:
     """The oldest TFLite/LiteRT runtime that runs the model's op versions, as the converter records it in the
     file's `min_runtime_version` metadata."""
-    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
-    for entry in parsed.metadata or []:
-        if _text(entry.name) == "min_runtime_version":
-            return bytes(parsed.buffers[entry.buffer].data).rstrip(b"\0").decode()
+    parsed = schema.Model.GetRootAsModel(model, 0)  # read in place: `check_model` already unpacked the whole model
+    for i in range(parsed.MetadataLength()):
+        if parsed.Metadata(i).Name() == b"min_runtime_version":
+            return parsed.Buffers(parsed.Metadata(i).Buffer()).DataAsNumpy().tobytes().rstrip(b"\0").decode()
     raise ConversionError("the converter recorded no min_runtime_version")
 
 
