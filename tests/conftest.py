@@ -162,27 +162,6 @@ def base_clips(clips):
 
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE_CACHE = REPO / ".cache" / "bundles"
-
-
-CONVERSION_STACK = ("tensorflow", "tf-keras", "keras", "flatbuffers", "ml-dtypes", "transformers", "numpy",
-                    "ai-edge-litert")
-
-
-def _code_version() -> str:
-    """Changes whenever anything that shapes a converted model changes: the package's source and pins, the
-    installed conversion stack and the Python that runs it."""
-    import hashlib
-    import sys
-    from importlib.metadata import version
-
-    digest = hashlib.sha256()
-    for path in sorted((REPO / "src" / "whisper_tflite").rglob("*.py")):
-        digest.update(path.relative_to(REPO).as_posix().encode())
-        digest.update(path.read_bytes())
-    digest.update((REPO / "pyproject.toml").read_bytes())
-    digest.update(" ".join([sys.version, *(f"{name}={version(name)}" for name in CONVERSION_STACK)]).encode())
-    return digest.hexdigest()[:12]
 
 
 def pytest_sessionstart(session):
@@ -193,49 +172,62 @@ def pytest_sessionstart(session):
         pytest.exit(f"whisper_tflite is imported from {package}, not from this checkout ({REPO}/src)", returncode=3)
 
 
+_background_conversions = None
+
+
+def pytest_collection_finish(session):
+    """Starts converting, in the background, the bundles this run needs after its first (see tests/bundles.py)."""
+    global _background_conversions
+    import subprocess
+    import sys
+
+    from .bundles import BUNDLES, LOG, code_version, remove_stale
+
+    remove_stale(code_version())
+    needed = list(dict.fromkeys(name for item in session.items for name in item.fixturenames if name in BUNDLES))
+    if len(needed) > 1 and not session.config.option.collectonly:
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(LOG, "w") as log:
+            _background_conversions = subprocess.Popen([sys.executable, "-m", "tests.bundles", *needed[1:]],
+                                                       cwd=REPO, stdout=log, stderr=log)
+
+
+def pytest_sessionfinish(session):
+    if _background_conversions is not None and _background_conversions.poll() is None:
+        _background_conversions.terminate()
+        _background_conversions.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def bundle_for():
-    """Converts each (source, per-role quantization plan, oldest runtime) once, into an on-disk cache keyed by the
-    code version; stale entries go. Two requests with the same plan (e.g. `dynamic-int8` and the default policy)
-    share one."""
-    import hashlib
-    import shutil
+    """The cached bundle of (source, quantization, roles, oldest runtime), converted once per code version."""
+    from whisper_tflite.bundle import DEFAULT_MODELS
 
-    from whisper_tflite.conversion import DEFAULT_MODELS, convert, quantization_plan
+    from .bundles import build, code_version
 
-    version = _code_version()
-    if BUNDLE_CACHE.is_dir():
-        for stale in BUNDLE_CACHE.iterdir():
-            if not stale.name.endswith(version):
-                shutil.rmtree(stale, ignore_errors=True)
+    version = code_version()
 
     def get(source: str, quantize: str | None = "none", models: tuple[str, ...] = DEFAULT_MODELS,
             min_runtime: str | None = None) -> Path:
-        plan = quantization_plan(quantize, models)
-        key = hashlib.sha256(repr((sorted(plan.items()), min_runtime)).encode()).hexdigest()[:8]
-        path = BUNDLE_CACHE / f"{source}-{key}-{version}"
-        if not (path / "manifest.json").is_file():
-            convert(source, path, quantize=plan, models=models, force=True, progress=False, min_runtime=min_runtime)
-        return path
+        return build(source, quantize, models, min_runtime, version)
 
     return get
 
 
-@pytest.fixture(scope="session")
-def default_bundle(bundle_for):
-    """tiny.en with the default quantization policy: what `convert` makes and users run."""
-    return bundle_for("tiny.en", None)
+def _bundle_fixture(name):
+    from .bundles import BUNDLES
+
+    @pytest.fixture(scope="session", name=name)
+    def fixture(bundle_for):
+        return bundle_for(*BUNDLES[name])
+
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(bundle_for):
-    return bundle_for("tiny.en", "none")
-
-
-@pytest.fixture(scope="session")
-def base_bundle(bundle_for):
-    """base, fp32, the greedy roles only (no decoder_batch, alignment: a minute of conversion): its tests decode
-    with beam_size=1."""
-    from whisper_tflite.bundle import GREEDY_MODELS
-
-    return bundle_for("base", "none", GREEDY_MODELS)
+default_bundle = _bundle_fixture("default_bundle")
+tiny_bundle = _bundle_fixture("tiny_bundle")
+fp16_bundle = _bundle_fixture("fp16_bundle")
+older_bundle = _bundle_fixture("older_bundle")
+tiny_combined = _bundle_fixture("tiny_combined")
+base_bundle = _bundle_fixture("base_bundle")
+base_combined = _bundle_fixture("base_combined")

@@ -70,12 +70,11 @@ def test_top_candidates_equal_a_full_sort():
     assert list(_top(lonely, 10)[:2]) == [3, 700] and len(set(_top(lonely, 10))) == 10
 
 
-@pytest.mark.parametrize("bundle, compute_type", [("fp32", "float32"), ("default", "int8")])
-def test_beam_search_matches_faster_whisper(bundle, compute_type, bundle_for, english_clips, audio_cache,
-                                            tiny_en_ct2):
+@pytest.mark.parametrize("bundle, compute_type", [("tiny_bundle", "float32"), ("default_bundle", "int8")])
+def test_beam_search_matches_faster_whisper(bundle, compute_type, request, english_clips, audio_cache, tiny_en_ct2):
     """Beam 5 (and best-of 5 in fallback), faster-whisper's defaults, on every English clip with a transcript,
     each transcribed whole; the same weights in faster-whisper."""
-    transcriber = Transcriber(bundle_for("tiny.en", "none" if bundle == "fp32" else None), threads=2)
+    transcriber = Transcriber(request.getfixturevalue(bundle), threads=2)
     spoken = [c for c in english_clips if c.reference]
     ours = [transcriber.transcribe(audio_cache(c), beam_size=5, best_of=5).text for c in spoken]
     theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type,

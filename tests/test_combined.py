@@ -12,24 +12,12 @@ from whisper_tflite.conversion import to_tflite
 from whisper_tflite.errors import ConversionError
 from whisper_tflite.graphs.base import GraphModule
 
+from .bundles import BUNDLES, COMBINED
 from .parity import assert_parity
 from .test_conversion import _check_model_file
 
-COMBINED = ("decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
 COMBINED_GREEDY = ("whisper", "encoder_decoder", "decoder")
-# base: the one-file model only (its parts are the same graphs, checked on tiny.en; two conversions and two
-# thirds of base's parity runs fewer in the suite)
-BASE_COMBINED = ("features", "whisper")
-
-
-@pytest.fixture(scope="module")
-def tiny_combined(bundle_for):
-    return bundle_for("tiny.en", "none", ("features", "encoder", *COMBINED))
-
-
-@pytest.fixture(scope="module")
-def base_combined(bundle_for):
-    return bundle_for("base", "none", BASE_COMBINED)
+BASE_COMBINED = BUNDLES["base_combined"][2]
 
 
 class Runners:

@@ -81,10 +81,15 @@ def constant_bytes(path) -> dict[str, int]:
     return sizes
 
 
+def _bundle_of(quantize, tiny_bundle, fp16_bundle, default_bundle):
+    """`dynamic-int8` quantizes each role as the default policy does: one plan, one bundle (tests/bundles.py)."""
+    return {"none": tiny_bundle, "fp16": fp16_bundle, "dynamic-int8": default_bundle, None: default_bundle}[quantize]
+
+
 @pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic-int8", None])
-def test_bundle_files_are_builtin_static_and_finite(bundle_for, quantize):
-    models = _models_for(quantize)
-    folder = bundle_for("tiny.en", quantize, models)
+def test_bundle_files_are_builtin_static_and_finite(quantize, tiny_bundle, fp16_bundle, default_bundle):
+    models = GREEDY_MODELS if quantize == "fp16" else DEFAULT_MODELS
+    folder = _bundle_of(quantize, tiny_bundle, fp16_bundle, default_bundle)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert set(manifest["models"]) == set(models)
     assert manifest["tokenizer"]["sha256"] == sha256_of(folder / "tokenizer.json")
@@ -145,25 +150,19 @@ def test_base_decoder_step_matches_reference_with_forced_languages(base, base_bu
     assert_parity(runs, base)
 
 
-def _models_for(quantize):
-    """fp16 is checked on the greedy roles only (its beam and alignment models are the same graphs as the
-    checked fp32 and int8 ones): two conversions fewer in the suite."""
-    return GREEDY_MODELS if quantize == "fp16" else DEFAULT_MODELS
-
-
 def _english_dev_wer(bundle, clips, audio_cache):
     transcriber = Transcriber(bundle)
     hyps = [transcriber.transcribe(audio_cache(c), beam_size=1, best_of=1).text for c in clips]
     return error_rate([c.reference for c in clips], hyps, "en")
 
 
-def test_quantized_bundles_keep_wer(bundle_for, tiny_bundle, english_clips, audio_cache):
+def test_quantized_bundles_keep_wer(tiny_bundle, fp16_bundle, default_bundle, english_clips, audio_cache):
     dev = [c for c in english_clips if c.reference and c.duration <= 30]
     fp32 = _english_dev_wer(tiny_bundle, dev, audio_cache)
     print(f"\ntiny.en fp32 bundle WER {fp32:.2%}")
-    for quantize in ("fp16", "dynamic-int8", None):
-        wer = _english_dev_wer(bundle_for("tiny.en", quantize, _models_for(quantize)), dev, audio_cache)
-        print(f"tiny.en {quantize or 'default policy'} bundle WER {wer:.2%}")
+    for quantize in ("fp16", None):  # dynamic-int8 is the default policy's plan
+        wer = _english_dev_wer(_bundle_of(quantize, tiny_bundle, fp16_bundle, default_bundle), dev, audio_cache)
+        print(f"tiny.en {quantize or 'default policy (dynamic-int8)'} bundle WER {wer:.2%}")
         assert wer <= fp32 + 0.01, quantize
 
 

@@ -217,15 +217,14 @@ def test_interrupted_convert_leaves_no_bundle(sig, tmp_path):
                 Bundle.load(staging)
 
 
-def test_convert_twice_is_byte_identical(bundle_for, tmp_path):
+def test_convert_twice_is_byte_identical(default_bundle, tmp_path):
     """The default bundle's quantized encoder and decoder step, converted again by the CLI, are the same bytes
     (two roles, not six: the others are built the same way, and each conversion costs the suite time)."""
-    first = bundle_for("tiny.en", None)
     done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--models", "encoder,decoder_step", "--quiet",
                    timeout=600)
     assert done.returncode == 0, done.stderr
     for name in ("encoder.tflite", "decoder_step.tflite", "tokenizer.json"):
-        assert sha256_of(tmp_path / "again" / name) == sha256_of(first / name), name
+        assert sha256_of(tmp_path / "again" / name) == sha256_of(default_bundle / name), name
 
 
 def test_convert_force_replaces_a_bundle_and_quantizes_per_role(tmp_path):
@@ -299,8 +298,8 @@ DELETE = object()
 
 
 @pytest.fixture(scope="module")
-def fuzz_bundle(bundle_for, tmp_path_factory):
-    return _bundle_copy(bundle_for("tiny.en", None), tmp_path_factory.mktemp("fuzz") / "bundle")
+def fuzz_bundle(default_bundle, tmp_path_factory):
+    return _bundle_copy(default_bundle, tmp_path_factory.mktemp("fuzz") / "bundle")
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -36,9 +36,8 @@ def recordings(english_clips, audio_cache):
 
 
 @pytest.fixture(scope="module")
-def transcribers(bundle_for):
-    return {"default": Transcriber(bundle_for("tiny.en", None), threads=2),
-            "fp32": Transcriber(bundle_for("tiny.en", "none"), threads=2)}
+def transcribers(default_bundle, tiny_bundle):
+    return {"default": Transcriber(default_bundle, threads=2), "fp32": Transcriber(tiny_bundle, threads=2)}
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,14 @@ def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
     assert "ask not what your country can do for you" in done.stdout
 
 
-@pytest.mark.parametrize("bundle, compute_type, excess", [("fp32", "float32", 0.005), ("default", "int8", 0.01)])
-def test_english_clips_match_faster_whisper(bundle, compute_type, excess, bundle_for, english_clips, audio_cache,
+@pytest.mark.parametrize("bundle, compute_type, excess",
+                         [("tiny_bundle", "float32", 0.005), ("default_bundle", "int8", 0.01)])
+def test_english_clips_match_faster_whisper(bundle, compute_type, excess, request, english_clips, audio_cache,
                                             tiny_en_ct2):
     """Every English clip with a transcript (the two long ones included), each transcribed on its own."""
     from whisper_tflite.evaluation import faster_whisper_transcribe
 
-    transcriber = Transcriber(bundle_for("tiny.en", "none" if bundle == "fp32" else None), threads=2)
+    transcriber = Transcriber(request.getfixturevalue(bundle), threads=2)
     spoken = [c for c in english_clips if c.reference]
     ours = [transcriber.transcribe(audio_cache(c), beam_size=1, best_of=1).text for c in spoken]
     theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type))

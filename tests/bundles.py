@@ -1,0 +1,94 @@
+"""The bundles the tests convert: each distinct plan once per code version, in an on-disk cache.
+
+A conversion keeps about one core busy and the tests about one and a half, so conftest hands the bundles a run
+needs after its first one to a background process (`python -m tests.bundles NAME...`) at the start of the run.
+Both sides take a bundle under the same per-bundle file lock: whichever comes first converts it, the other waits
+for it and finds it done.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from whisper_tflite.bundle import DEFAULT_MODELS, GREEDY_MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache" / "bundles"
+LOG = CACHE.parent / "background-conversions.log"
+COMBINED = ("decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
+
+# fixture name: (source, quantization, roles, oldest runtime)
+BUNDLES = {
+    # what `convert` makes and users run; `--quantize dynamic-int8` is the same plan
+    "default_bundle": ("tiny.en", None, DEFAULT_MODELS, None),
+    "tiny_bundle": ("tiny.en", "none", DEFAULT_MODELS, None),
+    # the greedy roles only: its beam and alignment models are the same graphs as the checked fp32 and int8 ones
+    "fp16_bundle": ("tiny.en", "fp16", GREEDY_MODELS, None),
+    "older_bundle": ("tiny.en", None, GREEDY_MODELS, "2.14"),
+    "tiny_combined": ("tiny.en", "none", ("features", "encoder", *COMBINED), None),
+    # base decodes greedily in its tests (no decoder_batch, alignment: a minute of conversion)
+    "base_bundle": ("base", "none", GREEDY_MODELS, None),
+    # the one-file model only: its parts are the same graphs, checked on tiny.en
+    "base_combined": ("base", "none", ("features", "whisper"), None),
+}
+
+CONVERSION_STACK = ("tensorflow", "tf-keras", "keras", "flatbuffers", "ml-dtypes", "transformers", "numpy",
+                    "ai-edge-litert")
+
+
+def code_version() -> str:
+    """Changes whenever anything that shapes a converted model changes: the package's source and pins, the
+    installed conversion stack and the Python that runs it."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "src" / "whisper_tflite").rglob("*.py")):
+        digest.update(path.relative_to(REPO).as_posix().encode())
+        digest.update(path.read_bytes())
+    digest.update((REPO / "pyproject.toml").read_bytes())
+    digest.update(" ".join([sys.version, *(f"{name}={version(name)}" for name in CONVERSION_STACK)]).encode())
+    return digest.hexdigest()[:12]
+
+
+def remove_stale(version: str) -> None:
+    """Bundles of other code versions, and what an interrupted conversion left."""
+    if CACHE.is_dir():
+        for entry in CACHE.iterdir():
+            if not entry.name.endswith(version):
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+def build(source: str, quantize: str | None, roles: tuple[str, ...], min_runtime: str | None, version: str) -> Path:
+    """The cached bundle of this plan, converted first if no one has; two plans that quantize each role alike
+    (e.g. `dynamic-int8` and the default policy) share one."""
+    from whisper_tflite.conversion import convert, quantization_plan
+
+    plan = quantization_plan(quantize, roles)
+    key = hashlib.sha256(repr((sorted(plan.items()), min_runtime)).encode()).hexdigest()[:8]
+    path = CACHE / f"{source}-{key}-{version}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".lock-{source}-{key}-{version}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / "manifest.json").is_file():
+            convert(source, path, quantize=plan, models=roles, force=True, progress=False, min_runtime=min_runtime)
+    return path
+
+
+def _background(names: list[str]) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a run that ends early: `convert` removes its staging
+    version = code_version()
+    for name in names:
+        print(f"converting {name}", file=sys.stderr, flush=True)
+        build(*BUNDLES[name], version)
+
+
+if __name__ == "__main__":
+    _background(sys.argv[1:])
