@@ -68,9 +68,7 @@ class DecoderStep(GraphModule):
         has_cache = "self_k_0" in inputs
         offset = inputs["offset"] if has_cache else tf.zeros([1], tf.int32)
         x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tf.reshape(tokens, [count]))
-        # A slice, not a gather: dynamic-range int8 quantizes a gathered table with one scale for all of it,
-        # which cost the step path 4 % of its K/V values against a float32 table.
-        x = x + tf.slice(w["model/decoder/embed_positions/weight"], tf.concat([offset, [0]], 0), [count, -1])
+        x = x + self.positions(offset, count)
         # Cache slots from `offset` on are empty; among the new tokens, each sees itself and those before it.
         empty = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)
         cache_bias = tf.reshape(empty, [1, self.n_ctx]) * NEG_INF
@@ -94,6 +92,13 @@ class DecoderStep(GraphModule):
             x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
             x = mlp(x, w, p)
         return outputs, x
+
+    def positions(self, offset: tf.Tensor, count: int) -> tf.Tensor:
+        """The position embeddings of slots offset .. offset + count - 1 [count, d]. A slice, not a gather:
+        dynamic-range int8 quantizes a gathered table with one scale for all of it, which cost the step path 4 %
+        of its K/V values against a float32 table. Of a 3-D view: the GPU delegate takes no 2-D SLICE."""
+        table = tf.reshape(self.w["model/decoder/embed_positions/weight"], [1, self.n_ctx, -1])
+        return tf.reshape(tf.slice(table, tf.concat([[0], offset, [0]], 0), [1, count, -1]), [count, -1])
 
     def write_rows(self, cache: tf.Tensor, rows: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
         """The cache with `rows` [heads, T, hd] written at slots offset .. offset + T - 1 (for graphs that keep
@@ -174,7 +179,7 @@ class DecoderBatchStep(DecoderStep):
         offset = inputs["offset"]
         batch, heads, head_dim = self.batch, self.heads, self.head_dim
         x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tf.reshape(inputs["tokens"], [batch]))  # [B, d]
-        x = x + tf.slice(w["model/decoder/embed_positions/weight"], tf.concat([offset, [0]], 0), [1, -1])
+        x = x + self.positions(offset, 1)
         empty = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)
         cache_bias = tf.reshape(empty, [1, self.n_ctx]) * NEG_INF  # reshapes, not [tf.newaxis]: STRIDED_SLICE
         outputs = {}

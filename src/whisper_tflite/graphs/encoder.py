@@ -48,11 +48,15 @@ class Encoder(GraphModule):
             x = x + dense(merge_heads(attend(q, k, v)), w, f"{p}/self_attn/out_proj")
             x = mlp(x, w, p)
         hidden = layer_norm(x, w, "model/encoder/layer_norm")
-        outputs = {"hidden": tf.reshape(hidden, [1, *hidden.shape])}
+        return {"hidden": tf.reshape(hidden, [1, *hidden.shape]), **self.cross(hidden)}
+
+    def cross(self, hidden: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Hidden states [1500, d] -> every decoder layer's cross-attention keys and values."""
+        outputs = {}
         for i in range(self.decoder_layers):
             p = f"model/decoder/layers.{i}/encoder_attn"
-            outputs[f"cross_k_{i}"] = split_heads(dense(hidden, w, f"{p}/k_proj"), self.decoder_heads)
-            outputs[f"cross_v_{i}"] = split_heads(dense(hidden, w, f"{p}/v_proj"), self.decoder_heads)
+            outputs[f"cross_k_{i}"] = split_heads(dense(hidden, self.w, f"{p}/k_proj"), self.decoder_heads)
+            outputs[f"cross_v_{i}"] = split_heads(dense(hidden, self.w, f"{p}/v_proj"), self.decoder_heads)
         return outputs
 
 
@@ -62,9 +66,9 @@ class Encoder(GraphModule):
 
 
 def _conv(x: tf.Tensor, weights: dict, name: str, stride: int) -> tf.Tensor:
-    """Width-3 convolution with one frame of zero padding each side, then exact GELU, as Whisper's stem."""
-    padded = tf.pad(x, [[1, 1], [0, 0]])
-    padded = tf.reshape(padded, [1, *padded.shape])
+    """Width-3 convolution with one frame of zero padding each side, then exact GELU, as Whisper's stem. The
+    padding is of a 3-D tensor: the GPU delegate takes no PAD of fewer dimensions."""
+    padded = tf.pad(tf.reshape(x, [1, *x.shape]), [[0, 0], [1, 1], [0, 0]])
     y = tf.nn.conv1d(padded, weights[f"{name}/kernel"], stride=stride, padding="VALID")
     y = tf.reshape(y, y.shape[1:])
     return tf.nn.gelu(y + weights[f"{name}/bias"], approximate=False)
