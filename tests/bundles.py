@@ -15,26 +15,30 @@ import signal
 import sys
 from pathlib import Path
 
-from whisper_tflite.bundle import DEFAULT_MODELS, GREEDY_MODELS
+from whisper_tflite.bundle import DEFAULT_MODELS, GREEDY_MODELS, S4Y_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bundles"
 LOG = CACHE.parent / "background-conversions.log"
 COMBINED = ("decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
 
-# fixture name: (source, quantization, roles, oldest runtime)
+# fixture name: `convert`'s arguments
 BUNDLES = {
     # what `convert` makes and users run; `--quantize dynamic-int8` is the same plan
-    "default_bundle": ("tiny.en", None, DEFAULT_MODELS, None),
-    "tiny_bundle": ("tiny.en", "none", DEFAULT_MODELS, None),
+    "default_bundle": dict(source="tiny.en", quantize=None, models=DEFAULT_MODELS),
+    "tiny_bundle": dict(source="tiny.en", quantize="none", models=DEFAULT_MODELS),
     # the greedy roles only: its beam and alignment models are the same graphs as the checked fp32 and int8 ones
-    "fp16_bundle": ("tiny.en", "fp16", GREEDY_MODELS, None),
-    "older_bundle": ("tiny.en", None, GREEDY_MODELS, "2.14"),
-    "tiny_combined": ("tiny.en", "none", ("features", "encoder", *COMBINED), None),
+    "fp16_bundle": dict(source="tiny.en", quantize="fp16", models=GREEDY_MODELS),
+    "older_bundle": dict(source="tiny.en", quantize=None, models=GREEDY_MODELS, min_runtime="2.14"),
+    "tiny_combined": dict(source="tiny.en", quantize="none", models=("features", "encoder", *COMBINED)),
     # base decodes greedily in its tests (no decoder_batch, alignment: a minute of conversion)
-    "base_bundle": ("base", "none", GREEDY_MODELS, None),
+    "base_bundle": dict(source="base", quantize="none", models=GREEDY_MODELS),
     # the one-file model only: its parts are the same graphs, checked on tiny.en
-    "base_combined": ("base", "none", ("features", "whisper"), None),
+    "base_combined": dict(source="base", quantize="none", models=("features", "whisper")),
+    "s4y_tiny_en": dict(source="tiny.en", quantize="none", models=tuple(S4Y_MODELS), layout="s4y"),
+    # a multilingual model with its language fixed: the one file whisper-s4y's demo app runs on the mel
+    "s4y_base_de": dict(source="base", quantize="none", models=("features-extractor", "encoder_decoder"),
+                        layout="s4y", language="de"),
 }
 
 CONVERSION_STACK = ("tensorflow", "tf-keras", "keras", "flatbuffers", "ml-dtypes", "transformers", "numpy",
@@ -66,19 +70,21 @@ def remove_stale(version: str) -> None:
                     entry.unlink(missing_ok=True)
 
 
-def build(source: str, quantize: str | None, roles: tuple[str, ...], min_runtime: str | None, version: str) -> Path:
+def build(version: str, source: str, quantize: str | None, models: tuple[str, ...], min_runtime: str | None = None,
+          layout: str = "bundle", language: str | None = None) -> Path:
     """The cached bundle of this plan, converted first if no one has; two plans that quantize each role alike
     (e.g. `dynamic-int8` and the default policy) share one."""
     from whisper_tflite.conversion import convert, quantization_plan
 
-    plan = quantization_plan(quantize, roles)
-    key = hashlib.sha256(repr((sorted(plan.items()), min_runtime)).encode()).hexdigest()[:8]
+    plan = quantization_plan(quantize, models)
+    key = hashlib.sha256(repr((sorted(plan.items()), min_runtime, layout, language)).encode()).hexdigest()[:8]
     path = CACHE / f"{source}-{key}-{version}"
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f".lock-{source}-{key}-{version}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (path / "manifest.json").is_file():
-            convert(source, path, quantize=plan, models=roles, force=True, progress=False, min_runtime=min_runtime)
+            convert(source, path, quantize=plan, models=models, force=True, progress=False, min_runtime=min_runtime,
+                    layout=layout, language=language)
     return path
 
 
@@ -87,7 +93,7 @@ def _background(names: list[str]) -> None:
     version = code_version()
     for name in names:
         print(f"converting {name}", file=sys.stderr, flush=True)
-        build(*BUNDLES[name], version)
+        build(version, **BUNDLES[name])
 
 
 if __name__ == "__main__":

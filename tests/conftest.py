@@ -199,27 +199,20 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture(scope="session")
-def bundle_for():
-    """The cached bundle of (source, quantization, roles, oldest runtime), converted once per code version."""
-    from whisper_tflite.bundle import DEFAULT_MODELS
+def code_version():
+    from .bundles import code_version
 
-    from .bundles import build, code_version
-
-    version = code_version()
-
-    def get(source: str, quantize: str | None = "none", models: tuple[str, ...] = DEFAULT_MODELS,
-            min_runtime: str | None = None) -> Path:
-        return build(source, quantize, models, min_runtime, version)
-
-    return get
+    return code_version()
 
 
 def _bundle_fixture(name):
-    from .bundles import BUNDLES
+    """A session fixture giving the cached bundle `name` of tests/bundles.py."""
 
     @pytest.fixture(scope="session", name=name)
-    def fixture(bundle_for):
-        return bundle_for(*BUNDLES[name])
+    def fixture(code_version):
+        from .bundles import BUNDLES, build
+
+        return build(code_version, **BUNDLES[name])
 
     return fixture
 
@@ -231,3 +224,5 @@ older_bundle = _bundle_fixture("older_bundle")
 tiny_combined = _bundle_fixture("tiny_combined")
 base_bundle = _bundle_fixture("base_bundle")
 base_combined = _bundle_fixture("base_combined")
+s4y_tiny_en = _bundle_fixture("s4y_tiny_en")
+s4y_base_de = _bundle_fixture("s4y_base_de")

@@ -17,7 +17,7 @@ from .parity import assert_parity
 from .test_conversion import _check_model_file
 
 COMBINED_GREEDY = ("whisper", "encoder_decoder", "decoder")
-BASE_COMBINED = BUNDLES["base_combined"][2]
+BASE_COMBINED = BUNDLES["base_combined"]["models"]
 
 
 class Runners:

@@ -17,7 +17,7 @@ from whisper_tflite import Transcriber
 from whisper_tflite.evaluation import error_rate
 
 from .conftest import REPO
-from .test_faults import error_lines, run_cli
+from .test_faults import _bundle_copy, error_lines, run_cli
 
 OLD_RUNTIME = "2.14.0"
 
@@ -145,3 +145,25 @@ def test_min_runtime_refuses_what_cannot_be_had(tmp_path):
     assert not out.exists() and not list(tmp_path.iterdir())
     done = run_cli("convert", "tiny.en", "--out", out, "--min-runtime", "two", "--quiet")
     assert done.returncode == 2 and "'two' is not a version such as 2.16" in done.stderr
+
+
+def test_inspect_shows_what_a_folder_holds(default_bundle, s4y_tiny_en, tmp_path):
+    """Per role: file, size, quantization and the runtime the file itself records; a folder whose file was edited
+    is refused in one line."""
+    done = run_cli("inspect", default_bundle)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:] if line.endswith(".0")}
+    for role in ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment"):
+        path = default_bundle / f"{role}.tflite"
+        assert rows[role] == [role, path.name, f"{path.stat().st_size / 1e6:.1f}",
+                              "none" if role == "features" else "dynamic-int8", recorded_runtime(path)], rows
+    assert "languages (1): en" in done.stdout
+
+    done = run_cli("inspect", s4y_tiny_en)
+    assert done.returncode == 0 and "whisper-s4y layout of tiny.en: transcribes en" in done.stdout, done.stderr
+    assert {line.split()[0] for line in done.stdout.splitlines()} >= {"features-extractor", "pcm-encoder", "generator"}
+
+    edited = _bundle_copy(s4y_tiny_en, tmp_path / "edited")
+    (edited / "tokenizer.json").write_text("{}")
+    done = run_cli("inspect", edited)
+    assert done.returncode == 2 and len(error_lines(done)) == 1 and "does not match its sha256" in done.stderr

@@ -29,6 +29,11 @@ GREEDY_MODELS = ("features", "encoder", "decoder_step", "prefill")  # enough for
 DEFAULT_MODELS = (*GREEDY_MODELS, "decoder_batch", "alignment")  # and beam search, best-of, word timestamps
 ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment", "decoder", "pcm_encoder",
          "encoder_decoder", "whisper", "generator")
+# `convert --layout s4y`: whisper-s4y's files for apps built on that project (graphs/s4y.py), not a bundle.
+# File stem -> our role whose graph and default quantization it takes.
+S4Y_FORMAT = "whisper-s4y-layout"
+S4Y_MODELS = {"features-extractor": "features", "encoder": "encoder", "decoder": "decoder",
+              "encoder_decoder": "encoder_decoder", "pcm-encoder": "pcm_encoder", "generator": "generator"}
 
 
 def sha256_of(path: Path) -> str:
@@ -57,40 +62,65 @@ class Bundle:
     def load(cls, folder: str | Path, verify: bool = True) -> "Bundle":
         """Reads and validates a bundle; `verify` also checks every file's sha256 against the manifest."""
         folder = Path(folder)
-        manifest_path = folder / MANIFEST
-        if not folder.is_dir():
-            raise BundleError(f"{folder}: no such bundle folder; create one with `whisper-tflite convert`")
-        if not manifest_path.is_file():
-            raise BundleError(f"{folder} is not a bundle (no {MANIFEST}); convert again with `whisper-tflite convert`")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{manifest_path} is not valid JSON ({e}); convert the bundle again") from None
+        manifest = read_manifest(folder)
         validate_manifest(manifest, folder)
-        bundle = cls(folder, manifest)
-        for role, entry in bundle.models.items():
-            path = folder / entry["file"]
-            if not path.is_file():
-                raise BundleError(f"{folder}: the {role} model {entry['file']} is missing; convert the bundle again")
-            if verify and sha256_of(path) != entry["sha256"]:
-                raise BundleError(f"{path} does not match its sha256 in {MANIFEST} (corrupt or replaced); "
-                                  "convert the bundle again")
-        listed = {entry["file"] for entry in bundle.models.values()}
-        extra = sorted(p.name for p in folder.glob("*.tflite") if p.name not in listed)
-        if extra:
-            raise BundleError(f"{folder} holds model files its manifest does not list ({', '.join(extra)}); "
-                              "remove them or convert the bundle again")
-        tokenizer = folder / TOKENIZER
-        if not tokenizer.is_file():
-            raise BundleError(f"{folder}: {TOKENIZER} is missing; convert the bundle again")
-        if verify and sha256_of(tokenizer) != manifest["tokenizer"]["sha256"]:
-            raise BundleError(f"{tokenizer} does not match its sha256 in {MANIFEST} (edited or replaced); "
+        check_files(folder, manifest, verify)
+        return cls(folder, manifest)
+
+
+def read_manifest(folder: Path) -> object:
+    manifest_path = folder / MANIFEST
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: no such bundle folder; create one with `whisper-tflite convert`")
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder} is not a bundle (no {MANIFEST}); convert again with `whisper-tflite convert`")
+    try:
+        return json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{manifest_path} is not valid JSON ({e}); convert the bundle again") from None
+
+
+def check_files(folder: Path, manifest: dict, verify: bool = True) -> None:
+    """Every listed file present (and, with `verify`, matching its sha256), the tokenizer too, no unlisted model."""
+    for role, entry in manifest["models"].items():
+        path = folder / entry["file"]
+        if not path.is_file():
+            raise BundleError(f"{folder}: the {role} model {entry['file']} is missing; convert the bundle again")
+        if verify and sha256_of(path) != entry["sha256"]:
+            raise BundleError(f"{path} does not match its sha256 in {MANIFEST} (corrupt or replaced); "
                               "convert the bundle again")
-        return bundle
+    listed = {entry["file"] for entry in manifest["models"].values()}
+    extra = sorted(p.name for p in folder.glob("*.tflite") if p.name not in listed)
+    if extra:
+        raise BundleError(f"{folder} holds model files its manifest does not list ({', '.join(extra)}); "
+                          "remove them or convert the bundle again")
+    tokenizer = folder / TOKENIZER
+    if not tokenizer.is_file():
+        raise BundleError(f"{folder}: {TOKENIZER} is missing; convert the bundle again")
+    if verify and sha256_of(tokenizer) != manifest["tokenizer"]["sha256"]:
+        raise BundleError(f"{tokenizer} does not match its sha256 in {MANIFEST} (edited or replaced); "
+                          "convert the bundle again")
+
+
+def load_s4y_layout(folder: str | Path) -> dict:
+    """The manifest of a `convert --layout s4y` folder, its files checked as a bundle's are."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if not isinstance(manifest, dict) or manifest.get("format") != S4Y_FORMAT or \
+            not isinstance(manifest.get("models"), dict) or \
+            not isinstance((manifest.get("tokenizer") or {}).get("sha256"), str) or \
+            not all(isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+                    for e in manifest["models"].values()):
+        raise _damaged(folder, f"{MANIFEST} is not a whisper-s4y layout manifest")
+    check_files(folder, manifest)
+    return manifest
 
 
 def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
     """Structural checks, so a damaged or foreign manifest fails here and not deep in the runtime."""
+    if isinstance(manifest, dict) and manifest.get("format") == S4Y_FORMAT:
+        raise BundleError(f"{where} holds whisper-s4y layout files, which apps load directly; transcribe with a "
+                          "bundle (convert without --layout)")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _damaged(where, f"{MANIFEST} is not a whisper-tflite manifest")
     version = manifest.get("format_version")

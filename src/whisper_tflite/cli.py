@@ -1,4 +1,4 @@
-"""whisper-tflite convert | transcribe | transcribe-corpus.
+"""whisper-tflite convert | transcribe | transcribe-corpus | inspect.
 
 Errors end in one line on stderr and an exit code: 2 for a usage or input problem, 1 for an internal one.
 `transcribe` and `transcribe-corpus` never import TensorFlow.
@@ -15,7 +15,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from .bundle import DEFAULT_MODELS, ROLES
+from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
@@ -46,16 +46,27 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--quantize", type=_quantize_option, metavar="|".join(QUANTIZE_CHOICES),
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy in the README]")
-    convert.add_argument("--models", default=",".join(DEFAULT_MODELS),
+    convert.add_argument("--models",
                          help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
                               "decoder_batch, alignment, decoder, pcm_encoder, encoder_decoder, whisper, generator "
-                              f"[{','.join(DEFAULT_MODELS)}]")
+                              f"[{','.join(DEFAULT_MODELS)}]; with --layout s4y, its files: "
+                              f"{', '.join(S4Y_MODELS)} [all]")
+    convert.add_argument("--layout", choices=("bundle", "s4y"), default="bundle",
+                         help="bundle: for whisper-tflite's runtime; s4y: whisper-s4y's file names, tensor names "
+                              "and semantics, for apps built on that project [bundle]")
+    convert.add_argument("--language",
+                         help="with --layout s4y: the language its files transcribe, fixed at conversion "
+                              "(e.g. de; English-only models: en)")
     convert.add_argument("--min-runtime", metavar="VERSION",
                          help="oldest TFLite/LiteRT that must run every file, e.g. 2.16 (int8 weights then get "
                               "one scale per layer) [none: the default bundle needs 2.17]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--verbose", action="store_true", help="also TensorFlow's own log lines")
+
+    inspect = commands.add_parser("inspect", help="what a bundle (or --layout s4y folder) holds, its files verified")
+    inspect.add_argument("bundle", type=Path, help="the folder `convert` wrote")
+    inspect.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files with a bundle")
     transcribe.add_argument("files", nargs="+", type=Path, metavar="FILE",
@@ -175,18 +186,55 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def model_roles(text: str) -> tuple[str, ...]:
-    """The roles of `--models`: 'all', or a comma-separated list (checked by `convert`)."""
-    return ROLES if text.strip() == "all" else tuple(r.strip() for r in text.split(",") if r.strip())
+def model_roles(text: str | None, layout: str = "bundle") -> tuple[str, ...] | None:
+    """The roles of `--models`: 'all', or a comma-separated list (checked by `convert`); None: the default."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return tuple(S4Y_MODELS) if layout == "s4y" else ROLES
+    return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
 def _convert(args) -> int:
     with native_stderr_hidden() as terminal:  # TensorFlow is imported and runs in here
         from .conversion import convert
 
-        path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models),
-                       force=args.force, progress=False if args.quiet else terminal, min_runtime=args.min_runtime)
+        path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models, args.layout),
+                       force=args.force, progress=False if args.quiet else terminal, min_runtime=args.min_runtime,
+                       layout=args.layout, language=args.language)
     print(path)
+    return 0
+
+
+def _inspect(args) -> int:
+    """Roles, files, sizes, quantization and oldest runtime of each model, and the languages, from the
+    manifest, after every file is checked against its sha256."""
+    from .bundle import S4Y_FORMAT, Bundle, load_s4y_layout, read_manifest
+
+    manifest = read_manifest(args.bundle)
+    if isinstance(manifest, dict) and manifest.get("format") == S4Y_FORMAT:
+        manifest = load_s4y_layout(args.bundle)
+        kind = (f"whisper-s4y layout of {manifest.get('source')}: transcribes {manifest.get('language')}, "
+                f"prompt {manifest.get('prompt')}")
+    else:
+        manifest = Bundle.load(args.bundle).manifest
+        kind = f"whisper-tflite bundle (format {manifest['format_version']}) of {manifest.get('source')}"
+    models = manifest["models"]
+    total = sum(entry.get("bytes", 0) for entry in models.values())
+    print(f"{args.bundle}: {kind}; {len(models)} models, {total / 1e6:.1f} MB, every file matches its sha256")
+    rows = [("role", "file", "MB", "quantization", "runtime")] + [
+        (role, entry["file"], f"{entry.get('bytes', 0) / 1e6:.1f}", entry.get("quantization", "?"),
+         entry.get("min_runtime_version", "?")) for role, entry in models.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.rjust(width) if i == 2 else cell.ljust(width)
+                        for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
+    print("runtime: the oldest TFLite/LiteRT that runs the file (its min_runtime_version)")
+    if manifest["format"] == S4Y_FORMAT:
+        print(f"language: {manifest.get('language')} (fixed at conversion)")
+    else:
+        languages = manifest.get("languages") or []
+        print(f"languages ({len(languages)}): {' '.join(languages)}")
     return 0
 
 
@@ -321,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         LOG.setLevel(logging.DEBUG)
     try:
-        return {"convert": _convert, "transcribe": _transcribe, "transcribe-corpus": _transcribe_corpus}[
-            args.command](args)
+        return {"convert": _convert, "transcribe": _transcribe, "transcribe-corpus": _transcribe_corpus,
+                "inspect": _inspect}[args.command](args)
     except (SourceError, AudioError, BundleError, UsageError) as e:
         return _fail(str(e), EXIT_USAGE)
     except WhisperTfliteError as e:  # a conversion that failed inside the converter

@@ -15,10 +15,11 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
-from .bundle import DEFAULT_MODELS, ROLES
+from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
 from .errors import ConversionError, UsageError
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
+LAYOUTS = ("bundle", "s4y")
 FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
 _FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}  # TFLite TensorType codes of float tensors
@@ -117,10 +118,11 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
     if isinstance(quantize, dict) and set(quantize) - set(roles):
         raise UsageError(f"quantization given for {', '.join(sorted(set(quantize) - set(roles)))}, "
                          f"which is not among the models converted ({', '.join(roles)})")
+    ours = {role: S4Y_MODELS.get(role, role) for role in roles}  # a whisper-s4y file takes its graph's policy
     if quantize is None or isinstance(quantize, dict):
-        chosen = {role: DEFAULT_POLICY.get(role, "none") for role in roles} | dict(quantize or {})
+        chosen = {role: DEFAULT_POLICY.get(ours[role], "none") for role in roles} | dict(quantize or {})
     else:
-        chosen = {role: "none" if role == "features" else quantize for role in roles}
+        chosen = {role: "none" if ours[role] == "features" else quantize for role in roles}
     for role, value in chosen.items():
         if value not in QUANTIZATIONS:
             raise UsageError(f"unknown quantization {value!r} for {role}: choose one of {', '.join(QUANTIZATIONS)}")
@@ -158,13 +160,19 @@ def convert(
     source: str = "tiny.en",
     out_dir: str | Path | None = None,
     quantize: str | dict[str, str] | None = None,
-    models: tuple[str, ...] = DEFAULT_MODELS,
+    models: tuple[str, ...] | None = None,
     force: bool = False,
     progress: bool | TextIO = True,
     min_runtime: str | None = None,
+    layout: str = "bundle",
+    language: str | None = None,
 ) -> Path:
     """Converts a Whisper checkpoint into a bundle folder (default `bundles/<name>`), atomically: a temporary
     folder renamed at the end.
+
+    `models`: roles (default: `DEFAULT_MODELS`), or with `layout="s4y"` whisper-s4y file stems (default: all).
+    `layout="s4y"`: whisper-s4y's files, names and semantics (graphs/s4y.py) for apps built on that project,
+    transcribing `language` (fixed in the files; English for English-only models).
 
     `quantize`: None for the default per-component policy; "none", "fp16" or "dynamic-int8" for every model
     but the features graph; or a dict such as {"encoder": "fp16", "decoder_step": "dynamic-int8"}.
@@ -175,16 +183,23 @@ def convert(
     """
     from tqdm import tqdm
 
-    from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER, sha256_of
+    from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, S4Y_FORMAT, TOKENIZER, sha256_of
+    from .graphs.s4y import build_s4y_module, s4y_prompt
     from .sources import load_whisper
 
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    s4y = layout == "s4y"
+    if language is not None and not s4y:
+        raise UsageError("--language fixes the language of --layout s4y files; a bundle takes it when transcribing")
     out_dir = Path(out_dir) if out_dir is not None else Path("bundles") / (Path(source).name or "model")
     if out_dir.exists() and not force:
         raise UsageError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
-    roles = tuple(dict.fromkeys(models))
-    unknown = [role for role in roles if role not in ROLES]
+    known = tuple(S4Y_MODELS) if s4y else ROLES
+    roles = tuple(dict.fromkeys(models if models is not None else known if s4y else DEFAULT_MODELS))
+    unknown = [role for role in roles if role not in known]
     if unknown:
-        raise UsageError(f"unknown model role {unknown[0]!r}: choose from {', '.join(ROLES)}")
+        raise UsageError(f"unknown model {'file' if s4y else 'role'} {unknown[0]!r}: choose from {', '.join(known)}")
     if not roles:
         raise UsageError("no models to convert: give at least one role to --models")
     plan = quantization_plan(quantize, roles)
@@ -199,11 +214,14 @@ def convert(
                   file=None if isinstance(progress, bool) else progress) as bar:
             bar.set_postfix_str("loading weights")
             checkpoint = load_whisper(source)
+            if s4y:
+                language = _s4y_language(checkpoint, language)
+                prompt = s4y_prompt(checkpoint, language)
             bar.update()
             entries = {}
             for role in roles:
                 bar.set_postfix_str(f"{role} ({plan[role]})")
-                module = build_module(role, checkpoint)
+                module = build_s4y_module(role, checkpoint, prompt) if s4y else build_module(role, checkpoint)
                 model = to_tflite(module, plan[role], per_channel=ceiling is None or ceiling >= (2, 17))
                 needs = min_runtime_version(model)
                 if ceiling is not None and version_tuple(needs) > ceiling:
@@ -220,9 +238,9 @@ def convert(
             bar.set_postfix_str("manifest")
             (staging / TOKENIZER).write_text(checkpoint.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
             manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "source": source,
+                **({"format": S4Y_FORMAT, "format_version": 1, "source": source, "language": language,
+                    "task": "transcribe", "prompt": prompt} if s4y else
+                   {"format": FORMAT, "format_version": FORMAT_VERSION, "source": source}),
                 "dims": _dims(checkpoint),
                 "special_tokens": checkpoint.special_tokens.to_dict(),
                 "languages": checkpoint.languages,
@@ -242,6 +260,24 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _s4y_language(checkpoint, language: str | None) -> str:
+    """The code of `language` (a code or a name, as `transcribe --language` takes), refused in one line if the
+    model does not know it."""
+    from .tokens import WhisperTokenizer
+
+    code = WhisperTokenizer.language_code(language) if language is not None else None
+    if not checkpoint.multilingual:
+        if code not in (None, "en"):
+            raise UsageError(f"{checkpoint.source} is English-only: leave out --language or give en")
+        return "en"
+    if code is None:
+        raise UsageError("--layout s4y fixes the language in the files: give --language (e.g. --language de)")
+    if code not in checkpoint.special_tokens.languages:
+        raise UsageError(f"unknown language {language!r} for this model (known: "
+                         f"{', '.join(checkpoint.special_tokens.languages)})")
+    return code
 
 
 def _dims(checkpoint) -> dict:
