@@ -19,8 +19,10 @@ $(BUNDLE)/manifest.json: $(BIN)/whisper-tflite
 demo: $(BUNDLE)/manifest.json
 	$(BIN)/whisper-tflite transcribe $(SAMPLE) --model $(BUNDLE)
 
+# Two workers, a test file each at a time: a test keeps about one core busy (Python between interpreter calls,
+# a conversion), and the workers share each converted bundle (tests/bundles.py).
 test: $(BIN)/whisper-tflite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(BIN)/whisper-tflite
 	$(BIN)/python benchmarks/run.py

@@ -1,9 +1,9 @@
 """The bundles the tests convert: each distinct plan once per code version, in an on-disk cache.
 
-A conversion keeps about one core busy and the tests about one and a half, so conftest hands the bundles a run
-needs after its first one to a background process (`python -m tests.bundles NAME...`) at the start of the run.
-Both sides take a bundle under the same per-bundle file lock: whichever comes first converts it, the other waits
-for it and finds it done.
+Every process takes a bundle under a per-bundle file lock: whichever comes first converts it, the others wait
+for it and find it done. So two xdist workers (`make test`) share each bundle, and a run without xdist can hand
+the bundles it needs after its first one to a background process (`python -m tests.bundles NAME...`): a
+conversion keeps about one core busy, the tests about one and a half.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def code_version() -> str:
 
 
 def remove_stale(version: str) -> None:
-    """Bundles of other code versions, and what an interrupted conversion left."""
+    """Bundles of other code versions, and what an interrupted conversion of them left."""
     if CACHE.is_dir():
         for entry in CACHE.iterdir():
-            if not entry.name.endswith(version):
+            if version not in entry.name:
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:

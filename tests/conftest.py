@@ -164,28 +164,36 @@ def base_clips(clips):
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
 def pytest_sessionstart(session):
     import whisper_tflite
+
+    from .bundles import code_version, remove_stale
 
     package = Path(whisper_tflite.__file__).resolve()
     if not package.is_relative_to(REPO / "src"):
         pytest.exit(f"whisper_tflite is imported from {package}, not from this checkout ({REPO}/src)", returncode=3)
+    if not _xdist_worker():  # once a run, before any worker starts converting
+        remove_stale(code_version())
 
 
 _background_conversions = None
 
 
 def pytest_collection_finish(session):
-    """Starts converting, in the background, the bundles this run needs after its first (see tests/bundles.py)."""
+    """Starts converting, in the background, the bundles this run needs after its first (see tests/bundles.py).
+    Not with xdist (`make test`): there, the other worker's tests fill the second core."""
     global _background_conversions
     import subprocess
     import sys
 
-    from .bundles import BUNDLES, LOG, code_version, remove_stale
+    from .bundles import BUNDLES, LOG
 
-    remove_stale(code_version())
     needed = list(dict.fromkeys(name for item in session.items for name in item.fixturenames if name in BUNDLES))
-    if len(needed) > 1 and not session.config.option.collectonly:
+    if len(needed) > 1 and not session.config.option.collectonly and not _xdist_worker():
         LOG.parent.mkdir(parents=True, exist_ok=True)
         with open(LOG, "w") as log:
             _background_conversions = subprocess.Popen([sys.executable, "-m", "tests.bundles", *needed[1:]],

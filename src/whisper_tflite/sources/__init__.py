@@ -7,6 +7,7 @@ read the same weights whatever their origin.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ def bundled_ct2_folder(name: str, scratch: Path) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         for file in ("config.json", "tokenizer.json", "vocabulary.txt"):
             shutil.copy(folder / file, target / file)
-        partial = target / "model.bin.partial"
+        partial = target / f"model.bin.partial-{os.getpid()}"  # two processes at once each write their own
         with open(partial, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
