@@ -220,11 +220,12 @@ def _inspect(args) -> int:
         manifest = Bundle.load(args.bundle).manifest
         kind = f"whisper-tflite bundle (format {manifest['format_version']}) of {manifest.get('source')}"
     models = manifest["models"]
-    total = sum(entry.get("bytes", 0) for entry in models.values())
-    print(f"{args.bundle}: {kind}; {len(models)} models, {total / 1e6:.1f} MB, every file matches its sha256")
+    sizes = {role: (args.bundle / entry["file"]).stat().st_size for role, entry in models.items()}
+    print(f"{args.bundle}: {kind}; {len(models)} models, {sum(sizes.values()) / 1e6:.1f} MB, every file matches "
+          "its sha256")
     rows = [("role", "file", "MB", "quantization", "runtime")] + [
-        (role, entry["file"], f"{entry.get('bytes', 0) / 1e6:.1f}", entry.get("quantization", "?"),
-         entry.get("min_runtime_version", "?")) for role, entry in models.items()]
+        (role, entry["file"], f"{sizes[role] / 1e6:.1f}", str(entry.get("quantization", "?")),
+         str(entry.get("min_runtime_version", "?"))) for role, entry in models.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.rjust(width) if i == 2 else cell.ljust(width)
