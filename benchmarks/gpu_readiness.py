@@ -9,6 +9,7 @@ and numpy 1.26.4). The manifest records no verdict for the same reason: no analy
 gives one.
 
 Run: .venv/bin/python benchmarks/gpu_readiness.py FOLDER...   (e.g. bundles/tiny.en)
+tests/test_runtime_versions.py holds the default bundle's and the combined models' verdicts to what the README says.
 """
 
 from __future__ import annotations
@@ -42,11 +43,22 @@ print(json.dumps({"tensorflow": tf.__version__, "control": verdict(model_content
 """
 
 
+def python_with_rules() -> str:
+    """The Python of the TensorFlow 2.16.1 virtualenv, created at the first call."""
+    if not (VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "--quiet", "tensorflow-cpu==2.16.1", "numpy==1.26.4"],
+                       check=True, capture_output=True)
+    return str(VENV / "bin" / "python")
+
+
 def analyze(python: str, files: list[str]) -> dict:
+    """{"tensorflow": version, "control": warnings, "files": {path: warnings}}; warnings: {text: count}, empty
+    when the analyzer finds the model GPU-compatible."""
     done = subprocess.run([python, "-c", ANALYZE, *files], capture_output=True, text=True,
                           env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
     if done.returncode != 0:
-        sys.exit(f"the analyzer failed: {done.stderr.strip().splitlines()[-1]}")
+        raise RuntimeError(f"the analyzer failed: {done.stderr.strip().splitlines()[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -54,11 +66,7 @@ def main() -> None:
     files = sorted(str(path) for folder in sys.argv[1:] for path in Path(folder).glob("*.tflite"))
     if not files:
         sys.exit("usage: gpu_readiness.py FOLDER... (folders holding .tflite files)")
-    if not (VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "--quiet", "tensorflow-cpu==2.16.1", "numpy==1.26.4"],
-                       check=True)
-    pinned, rules = analyze(sys.executable, files), analyze(str(VENV / "bin" / "python"), files)
+    pinned, rules = analyze(sys.executable, files), analyze(python_with_rules(), files)
 
     def show(warnings: dict) -> str:
         return "; ".join(f"{count} x {text}" for text, count in warnings.items()) or "compatible"

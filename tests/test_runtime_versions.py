@@ -167,3 +167,23 @@ def test_inspect_shows_what_a_folder_holds(default_bundle, s4y_tiny_en, tmp_path
     (edited / "tokenizer.json").write_text("{}")
     done = run_cli("inspect", edited)
     assert done.returncode == 2 and len(error_lines(done)) == 1 and "does not match its sha256" in done.stderr
+
+
+def test_gpu_analyzer_verdicts(default_bundle, tiny_combined):
+    """TensorFlow 2.16.1's analyzer (the pinned 2.21's has no GPU rules: it passes TOPK_V2 and RFFT2D) finds the
+    default bundle's encoder and decoders GPU-compatible, and says what keeps the others on the CPU."""
+    from benchmarks.gpu_readiness import analyze, python_with_rules
+
+    files = {path.stem: str(path) for path in default_bundle.glob("*.tflite")}
+    files |= {f"combined {role}": str(tiny_combined / f"{role}.tflite") for role in ("decoder", "whisper")}
+    pinned, rules = analyze(sys.executable, list(files.values())), analyze(python_with_rules(), list(files.values()))
+    verdicts = {name: rules["files"][path] for name, path in files.items()}
+    for name, warnings in verdicts.items():
+        print(f"{name}: {warnings or 'compatible'}")
+    assert pinned["control"] == {} and all(not warnings for warnings in pinned["files"].values())
+    assert set(rules["control"]) == {"Not supported op TOPK_V2", "Not supported op RFFT2D",
+                                     "Not supported op COMPLEX_ABS"}
+    assert all(not verdicts[role] for role in ("encoder", "decoder_step", "prefill", "decoder_batch")), verdicts
+    assert "Not supported op REVERSE_V2" in verdicts["features"]
+    assert any("shrink_axis_mask" in text for text in verdicts["alignment"])
+    assert all("Not supported op WHILE" in verdicts[f"combined {role}"] for role in ("decoder", "whisper"))
