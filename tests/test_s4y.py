@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from ai_edge_litert.interpreter import Interpreter
 from tokenizers import Tokenizer
 

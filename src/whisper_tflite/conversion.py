@@ -184,7 +184,7 @@ def convert(
     from tqdm import tqdm
 
     from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, S4Y_FORMAT, TOKENIZER, sha256_of
-    from .graphs.s4y import build_s4y_module, s4y_prompt
+    from .graphs.s4y import build_s4y_module
     from .sources import load_whisper
 
     if layout not in LAYOUTS:
@@ -215,8 +215,7 @@ def convert(
             bar.set_postfix_str("loading weights")
             checkpoint = load_whisper(source)
             if s4y:
-                language = _s4y_language(checkpoint, language)
-                prompt = s4y_prompt(checkpoint, language)
+                language, prompt = _s4y_prompt(checkpoint, language)
             bar.update()
             entries = {}
             for role in roles:
@@ -262,22 +261,22 @@ def convert(
     return out_dir
 
 
-def _s4y_language(checkpoint, language: str | None) -> str:
+def _s4y_prompt(checkpoint, language: str | None) -> tuple[str, list[int]]:
     """The code of `language` (a code or a name, as `transcribe --language` takes), refused in one line if the
-    model does not know it."""
+    model does not know it, and what whisper-s4y forces: the runtime's prompt to transcribe it, no timestamps."""
     from .tokens import WhisperTokenizer
 
-    code = WhisperTokenizer.language_code(language) if language is not None else None
-    if not checkpoint.multilingual:
+    tokenizer = WhisperTokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
+    code = tokenizer.language_code(language) if language is not None else None
+    if not tokenizer.multilingual:
         if code not in (None, "en"):
             raise UsageError(f"{checkpoint.source} is English-only: leave out --language or give en")
-        return "en"
-    if code is None:
+        code = "en"
+    elif code is None:
         raise UsageError("--layout s4y fixes the language in the files: give --language (e.g. --language de)")
-    if code not in checkpoint.special_tokens.languages:
-        raise UsageError(f"unknown language {language!r} for this model (known: "
-                         f"{', '.join(checkpoint.special_tokens.languages)})")
-    return code
+    elif code not in tokenizer.languages:
+        raise UsageError(f"unknown language {language!r} for this model (known: {', '.join(tokenizer.languages)})")
+    return code, tokenizer.prompt(code, "transcribe", timestamps=False)
 
 
 def _dims(checkpoint) -> dict:

@@ -29,20 +29,6 @@ from .combined import PROMPT_WIDTH, Decoder, Generator
 from .encoder import Encoder
 from .features import FeatureExtractor
 
-# file stem: our role whose graph (and default quantization) it reuses
-S4Y_FILES = {"features-extractor": "features", "encoder": "encoder", "decoder": "decoder",
-             "encoder_decoder": "encoder_decoder", "pcm-encoder": "pcm_encoder", "generator": "generator"}
-
-
-def s4y_prompt(checkpoint, language: str) -> list[int]:
-    """What whisper-s4y forces: start of transcript, language, transcribe, no timestamps (English-only models
-    have no language or task token)."""
-    special = checkpoint.special_tokens
-    if not checkpoint.multilingual:
-        return [special.sot, special.no_timestamps]
-    return [special.sot, special.languages[language], special.transcribe, special.no_timestamps]
-
-
 def build_s4y_module(name: str, checkpoint, prompt: list[int]) -> GraphModule:
     features = FeatureExtractor.from_checkpoint(checkpoint)
     if name == "features-extractor":
