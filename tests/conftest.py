@@ -225,12 +225,11 @@ def _bundle_fixture(name):
     return fixture
 
 
-default_bundle = _bundle_fixture("default_bundle")
-tiny_bundle = _bundle_fixture("tiny_bundle")
-fp16_bundle = _bundle_fixture("fp16_bundle")
-older_bundle = _bundle_fixture("older_bundle")
-tiny_combined = _bundle_fixture("tiny_combined")
-base_bundle = _bundle_fixture("base_bundle")
-base_combined = _bundle_fixture("base_combined")
-s4y_tiny_en = _bundle_fixture("s4y_tiny_en")
-s4y_base_de = _bundle_fixture("s4y_base_de")
+def _define_bundle_fixtures():
+    """One session fixture per entry of tests/bundles.py's BUNDLES, under its name (default_bundle, ...)."""
+    from .bundles import BUNDLES
+
+    globals().update({name: _bundle_fixture(name) for name in BUNDLES})
+
+
+_define_bundle_fixtures()
