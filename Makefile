@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SAMPLE := ../shared/audio/en_jfk_whisper-cpp.wav
 BUNDLE := bundles/tiny.en
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-analyzer clean
 
 $(BIN)/whisper-tflite: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ test: $(BIN)/whisper-tflite
 
 bench: $(BIN)/whisper-tflite
 	$(BIN)/python benchmarks/run.py
+
+# A Python for --gpu-analyzer (convert, inspect): .cache/tensorflow-2.16.1/bin/python
+GPU_ANALYZER := .cache/tensorflow-2.16.1
+gpu-analyzer: $(GPU_ANALYZER)/installed
+
+$(GPU_ANALYZER)/installed: gpu-analyzer.txt
+	$(PYTHON) -m venv $(GPU_ANALYZER)
+	$(GPU_ANALYZER)/bin/pip install --quiet -r gpu-analyzer.txt
+	touch $@
 
 clean:
 	rm -rf $(VENV) bundles .cache

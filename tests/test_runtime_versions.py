@@ -147,21 +147,29 @@ def test_min_runtime_refuses_what_cannot_be_had(tmp_path):
     assert done.returncode == 2 and "'two' is not a version such as 2.16" in done.stderr
 
 
+def inspect_rows(stdout: str) -> dict[str, list[str]]:
+    """`inspect`'s table: {role: [role, file, MB, quantization, runtime, GPU]}."""
+    lines = stdout.splitlines()
+    return {line.split()[0]: line.split() for line in lines[2:lines.index(next(l for l in lines
+                                                                             if l.startswith("runtime:")))]}
+
+
 def test_inspect_shows_what_a_folder_holds(default_bundle, s4y_tiny_en, tmp_path):
     """Per role: file, size, quantization and the runtime the file itself records; a folder whose file was edited
     is refused in one line."""
     done = run_cli("inspect", default_bundle)
     assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:] if line.endswith(".0")}
+    rows = inspect_rows(done.stdout)
     for role in ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment"):
         path = default_bundle / f"{role}.tflite"
         assert rows[role] == [role, path.name, f"{path.stat().st_size / 1e6:.1f}",
-                              "none" if role == "features" else "dynamic-int8", recorded_runtime(path)], rows
-    assert "languages (1): en" in done.stdout
+                              "none" if role == "features" else "dynamic-int8", recorded_runtime(path), "-"], rows
+    assert "GPU: not analyzed" in done.stdout and "languages (1): en" in done.stdout
 
     done = run_cli("inspect", s4y_tiny_en)
     assert done.returncode == 0 and "whisper-s4y layout of tiny.en: transcribes en" in done.stdout, done.stderr
-    assert {line.split()[0] for line in done.stdout.splitlines()} >= {"features-extractor", "pcm-encoder", "generator"}
+    assert set(inspect_rows(done.stdout)) == {"features-extractor", "encoder", "pcm-encoder", "decoder",
+                                              "encoder_decoder", "generator"}
 
     edited = _bundle_copy(s4y_tiny_en, tmp_path / "edited")
     (edited / "tokenizer.json").write_text("{}")
@@ -169,21 +177,50 @@ def test_inspect_shows_what_a_folder_holds(default_bundle, s4y_tiny_en, tmp_path
     assert done.returncode == 2 and len(error_lines(done)) == 1 and "does not match its sha256" in done.stderr
 
 
-def test_gpu_analyzer_verdicts(default_bundle, tiny_combined):
-    """TensorFlow 2.16.1's analyzer (the pinned 2.21's has no GPU rules: it passes TOPK_V2 and RFFT2D) finds the
-    default bundle's encoder and decoders GPU-compatible, and says what keeps the others on the CPU."""
-    from benchmarks.gpu_readiness import analyze, python_with_rules
+@pytest.fixture(scope="module")
+def gpu_analyzer() -> str:
+    """TensorFlow 2.16.1's Python, from `make gpu-analyzer` (43 s the first time; kept in .cache)."""
+    done = subprocess.run(["make", "--no-print-directory", "gpu-analyzer", f"PYTHON={sys.executable}"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return str(REPO / ".cache" / "tensorflow-2.16.1" / "bin" / "python")
 
-    files = {path.stem: str(path) for path in default_bundle.glob("*.tflite")}
-    files |= {f"combined {role}": str(tiny_combined / f"{role}.tflite") for role in ("decoder", "whisper")}
-    pinned, rules = analyze(sys.executable, list(files.values())), analyze(python_with_rules(), list(files.values()))
-    verdicts = {name: rules["files"][path] for name, path in files.items()}
-    for name, warnings in verdicts.items():
-        print(f"{name}: {warnings or 'compatible'}")
-    assert pinned["control"] == {} and all(not warnings for warnings in pinned["files"].values())
-    assert set(rules["control"]) == {"Not supported op TOPK_V2", "Not supported op RFFT2D",
-                                     "Not supported op COMPLEX_ABS"}
-    assert all(not verdicts[role] for role in ("encoder", "decoder_step", "prefill", "decoder_batch")), verdicts
-    assert "Not supported op REVERSE_V2" in verdicts["features"]
-    assert any("shrink_axis_mask" in text for text in verdicts["alignment"])
-    assert all("Not supported op WHILE" in verdicts[f"combined {role}"] for role in ("decoder", "whisper"))
+
+def gpu_column(folder: Path, analyzer: str) -> tuple[dict[str, str], str]:
+    done = run_cli("inspect", folder, "--gpu-analyzer", analyzer)
+    assert done.returncode == 0, done.stderr
+    print(done.stdout)
+    return {role: row[-1] for role, row in inspect_rows(done.stdout).items()}, done.stdout
+
+
+def test_gpu_analyzer_verdicts(default_bundle, tiny_combined, gpu_analyzer):
+    """TensorFlow 2.16.1's analyzer finds the default bundle's encoder and decoders GPU-compatible, and `inspect`
+    says what keeps the others on the CPU; the pinned TensorFlow's analyzer, which has no GPU rules, is refused."""
+    verdicts, report = gpu_column(default_bundle, gpu_analyzer)
+    assert verdicts == {"features": "no", "encoder": "yes", "decoder_step": "yes", "prefill": "yes",
+                        "decoder_batch": "yes", "alignment": "no"}
+    reasons = dict(line.strip().split(": ", 1) for line in report.splitlines() if line.startswith("  "))
+    assert "Not supported op REVERSE_V2" in reasons["features"] and "shrink_axis_mask" in reasons["alignment"]
+    verdicts, report = gpu_column(tiny_combined, gpu_analyzer)
+    assert verdicts["decoder"] == verdicts["whisper"] == "no" and report.count("Not supported op WHILE") >= 2
+
+    done = run_cli("inspect", default_bundle, "--gpu-analyzer", sys.executable)
+    assert done.returncode == 2 and len(error_lines(done)) == 1, done.stderr
+    assert "has no GPU compatibility rules (it passes TOPK_V2)" in done.stderr
+
+
+def test_convert_records_gpu_verdicts(gpu_analyzer, tmp_path):
+    """`convert --gpu-analyzer` writes each model's verdict into the manifest, and `inspect` shows it."""
+    out = tmp_path / "bundle"
+    done = run_cli("convert", "tiny.en", "--out", out, "--models", "features,decoder_step", "--gpu-analyzer",
+                   gpu_analyzer, "--quiet")
+    assert done.returncode == 0, done.stderr
+    models = json.loads((out / "manifest.json").read_text())["models"]
+    assert models["decoder_step"]["gpu"] == {"analyzer": "TensorFlow 2.16.1", "compatible": True, "warnings": {}}
+    assert models["features"]["gpu"]["compatible"] is False
+    assert models["features"]["gpu"]["warnings"]["Not supported op REVERSE_V2"] >= 1
+    done = run_cli("inspect", out)
+    assert done.returncode == 0, done.stderr
+    assert {role: row[-1] for role, row in inspect_rows(done.stdout).items()} == {"features": "no",
+                                                                                 "decoder_step": "yes"}
+    assert "  features: " in done.stdout and "GPU: the GPU delegate verdict of TensorFlow 2.16.1's" in done.stdout

@@ -60,12 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--min-runtime", metavar="VERSION",
                          help="oldest TFLite/LiteRT that must run every file, e.g. 2.16 (int8 weights then get "
                               "one scale per layer) [none: the default bundle needs 2.17]")
+    convert.add_argument("--gpu-analyzer", metavar="PYTHON",
+                         help="a Python with TensorFlow 2.16.1 (make gpu-analyzer): its analyzer's GPU delegate "
+                              "verdict on each model goes into the manifest [none]")
     convert.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--verbose", action="store_true", help="also TensorFlow's own log lines")
 
     inspect = commands.add_parser("inspect", help="what a bundle (or --layout s4y folder) holds, its files verified")
     inspect.add_argument("bundle", type=Path, help="the folder `convert` wrote")
+    inspect.add_argument("--gpu-analyzer", metavar="PYTHON",
+                         help="analyze the files now with this Python's TensorFlow 2.16.1 (make gpu-analyzer) "
+                              "[the manifest's verdicts, if convert was given one]")
     inspect.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files with a bundle")
@@ -201,15 +207,16 @@ def _convert(args) -> int:
 
         path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models, args.layout),
                        force=args.force, progress=False if args.quiet else terminal, min_runtime=args.min_runtime,
-                       layout=args.layout, language=args.language)
+                       layout=args.layout, language=args.language, gpu_analyzer=args.gpu_analyzer)
     print(path)
     return 0
 
 
 def _inspect(args) -> int:
-    """Roles, files, sizes, quantization and oldest runtime of each model, and the languages, from the
-    manifest, after every file is checked against its sha256."""
+    """Roles, files, sizes, quantization, oldest runtime and GPU delegate verdict of each model, and the
+    languages, from the manifest, after every file is checked against its sha256."""
     from .bundle import S4Y_FORMAT, Bundle, load_s4y_layout, read_manifest
+    from .gpu_readiness import gpu_entry, gpu_verdicts
 
     manifest = read_manifest(args.bundle)
     if isinstance(manifest, dict) and manifest.get("format") == S4Y_FORMAT:
@@ -221,16 +228,32 @@ def _inspect(args) -> int:
         kind = f"whisper-tflite bundle (format {manifest['format_version']}) of {manifest.get('source')}"
     models = manifest["models"]
     sizes = {role: (args.bundle / entry["file"]).stat().st_size for role, entry in models.items()}
+    gpu = {role: entry.get("gpu") for role, entry in models.items()}
+    if args.gpu_analyzer is not None:
+        files = {role: str(args.bundle / entry["file"]) for role, entry in models.items()}
+        analyzer, found = gpu_verdicts(args.gpu_analyzer, list(files.values()))
+        gpu = {role: gpu_entry(analyzer, found[file]) for role, file in files.items()}
     print(f"{args.bundle}: {kind}; {len(models)} models, {sum(sizes.values()) / 1e6:.1f} MB, every file matches "
           "its sha256")
-    rows = [("role", "file", "MB", "quantization", "runtime")] + [
+    rows = [("role", "file", "MB", "quantization", "runtime", "GPU")] + [
         (role, entry["file"], f"{sizes[role] / 1e6:.1f}", str(entry.get("quantization", "?")),
-         str(entry.get("min_runtime_version", "?"))) for role, entry in models.items()]
+         str(entry.get("min_runtime_version", "?")),
+         "-" if gpu[role] is None else "yes" if gpu[role]["compatible"] else "no")
+        for role, entry in models.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.rjust(width) if i == 2 else cell.ljust(width)
                         for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
     print("runtime: the oldest TFLite/LiteRT that runs the file (its min_runtime_version)")
+    analyzers = sorted({entry["analyzer"] for entry in gpu.values() if entry is not None})
+    if analyzers:
+        print(f"GPU: the GPU delegate verdict of {', '.join(analyzers)}'s analyzer; the ops it names stay on the "
+              "CPU (models with WHILE run on the CPU only)")
+        for role, entry in gpu.items():
+            if entry is not None and not entry["compatible"]:
+                print(f"  {role}: " + "; ".join(f"{count} x {text}" for text, count in entry["warnings"].items()))
+    else:
+        print("GPU: not analyzed (convert or inspect with --gpu-analyzer)")
     if manifest["format"] == S4Y_FORMAT:
         print(f"language: {manifest.get('language')} (fixed at conversion)")
     else:

@@ -17,6 +17,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
 from .errors import ConversionError, UsageError
+from .gpu_readiness import gpu_entry, gpu_verdicts
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
 LAYOUTS = ("bundle", "s4y")
@@ -166,6 +167,7 @@ def convert(
     min_runtime: str | None = None,
     layout: str = "bundle",
     language: str | None = None,
+    gpu_analyzer: str | None = None,
 ) -> Path:
     """Converts a Whisper checkpoint into a bundle folder (default `bundles/<name>`), atomically: a temporary
     folder renamed at the end.
@@ -180,6 +182,8 @@ def convert(
     `min_runtime`: the oldest TFLite/LiteRT version (e.g. "2.16") that must run every file; below 2.17, int8
     weights get one scale per layer (`to_tflite`'s per_channel). A model that would still need a newer runtime
     stops the conversion with one line.
+    `gpu_analyzer`: a Python with TensorFlow 2.16.1 (gpu_readiness.py); its analyzer's GPU delegate verdict on
+    each model goes into the manifest (`gpu`).
     """
     from tqdm import tqdm
 
@@ -204,6 +208,8 @@ def convert(
         raise UsageError("no models to convert: give at least one role to --models")
     plan = quantization_plan(quantize, roles)
     ceiling = version_tuple(min_runtime) if min_runtime is not None else None
+    if gpu_analyzer is not None:
+        gpu_verdicts(gpu_analyzer, [])  # refuses a Python without the analyzer's GPU rules before converting
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     umask = os.umask(0)
@@ -234,6 +240,12 @@ def convert(
                 if role == "decoder_batch":
                     entries[role]["batch"] = module.batch
                 bar.update()
+            if gpu_analyzer is not None:
+                bar.set_postfix_str("GPU analyzer")
+                files = {role: str(staging / entry["file"]) for role, entry in entries.items()}
+                analyzer, found = gpu_verdicts(gpu_analyzer, list(files.values()))
+                for role, file in files.items():
+                    entries[role]["gpu"] = gpu_entry(analyzer, found[file])
             bar.set_postfix_str("manifest")
             (staging / TOKENIZER).write_text(checkpoint.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
             manifest = {
