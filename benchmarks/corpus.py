@@ -16,13 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import machine
+from run import KEPT_SECTIONS, machine, write_report
 
 from whisper_tflite.evaluation import read_manifest
 
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-SECTION = "## Corpus throughput"
+SECTION = KEPT_SECTIONS[0]
 CLI = Path(sys.executable).with_name("whisper-tflite")
 CONFIGURATIONS = {  # name: extra arguments
     "1 worker x 2 threads": ["--workers", "1", "--threads", "2"],
@@ -62,11 +61,8 @@ def main() -> None:
             audio = sum(json.loads(line)["duration"] or 0 for line in output.read_text().splitlines())
             lines.append(f"| {name} | {wall:.1f} | {audio:.0f} | {audio / wall:.1f} |")
             print(lines[-1], flush=True)
-    report = DOCS / "benchmarks.md"
-    text = report.read_text() if report.is_file() else ""
-    kept = text.split(SECTION)[0].rstrip("\n")
-    report.write_text((kept + "\n\n" if kept else "") + "\n".join(lines) + "\n")
-    print(f"wrote the corpus section of {report}")
+    write_report(section="\n".join(lines))
+    print("wrote the corpus section of docs/benchmarks.md")
 
 
 if __name__ == "__main__":

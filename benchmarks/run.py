@@ -30,7 +30,8 @@ AUDIO = REPO.parent / "shared" / "audio"
 CACHE = REPO / ".cache" / "bench"
 DOCS = REPO / "docs"
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
-CORPUS_SECTION = "## Corpus throughput"
+# Sections of docs/benchmarks.md written by other scripts (corpus.py, roofline.py), after run.py's report
+KEPT_SECTIONS = ("## Corpus throughput", "## Roofline")
 
 
 # ---------------------------------------------------------------- workers (one process per system)
@@ -312,6 +313,26 @@ def measure(model: str, rounds: int, threads: int) -> dict:
             "long_form": {"audio_s": recording.duration, "results": long_form}}
 
 
+def _report_parts() -> tuple[str, dict[str, str]]:
+    """docs/benchmarks.md as run.py's report and the other scripts' sections, by heading."""
+    path = DOCS / "benchmarks.md"
+    text = path.read_text() if path.is_file() else ""
+    starts = sorted((text.index(heading), heading) for heading in KEPT_SECTIONS if heading in text)
+    ends = [start for start, _ in starts[1:]] + [len(text)]
+    kept = {heading: text[start:end].strip() for (start, heading), end in zip(starts, ends)}
+    return text[: starts[0][0] if starts else len(text)].strip(), kept
+
+
+def write_report(main: str | None = None, section: str | None = None) -> None:
+    """Replaces run.py's report (`main`) or another script's section (`section`, from its heading on) in
+    docs/benchmarks.md, keeping the rest."""
+    old_main, kept = _report_parts()
+    if section is not None:
+        kept[next(heading for heading in KEPT_SECTIONS if section.startswith(heading))] = section.strip()
+    parts = [main.strip() if main is not None else old_main] + [kept[h] for h in KEPT_SECTIONS if h in kept]
+    (DOCS / "benchmarks.md").write_text("\n\n".join(part for part in parts if part) + "\n")
+
+
 def machine() -> dict:
     import importlib.metadata as md
 
@@ -427,11 +448,7 @@ def main() -> None:
         measurements = [measure(model, args.rounds, args.threads) for model in args.models.split(",")]
         saved = {"threads": args.threads, "machine": machine(), "measurements": measurements}
         raw.write_text(json.dumps(saved, indent=1) + "\n")
-    # benchmarks/corpus.py writes its own section at the end: kept
-    previous = (DOCS / "benchmarks.md").read_text() if (DOCS / "benchmarks.md").is_file() else ""
-    corpus = previous[previous.index(CORPUS_SECTION):] if CORPUS_SECTION in previous else ""
-    (DOCS / "benchmarks.md").write_text(report(saved["measurements"], saved["threads"], saved["machine"]) + "\n"
-                                        + ("\n" + corpus if corpus else ""))
+    write_report(report(saved["measurements"], saved["threads"], saved["machine"]))
     chart(saved["measurements"], DOCS / "benchmarks.png")
     print(f"wrote docs/benchmarks.json, .md and .png in {time.perf_counter() - started:.0f} s")
 
