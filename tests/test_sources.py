@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from whisper_tflite.errors import SourceError
+from whisper_tflite.graphs.base import weights_of
 from whisper_tflite.sources import BUNDLED, _bundled_files, load_whisper
 from whisper_tflite.sources.ct2 import dimensions, hf_weights, read_model_bin
 
@@ -73,6 +80,117 @@ def test_hf_folder_round_trip(tiny_en, tmp_path, audio_cache, english_clips):
     assert np.abs(a - b).max() <= 1e-5
     assert reloaded.generation_config.suppress_tokens == tiny_en.generation_config.suppress_tokens
     assert reloaded.tokenizer.backend_tokenizer.token_to_id("<|0.00|>") == 50363
+
+
+def pytorch_keys(encoder_layers: int, decoder_layers: int) -> set[str]:
+    """The keys of transformers' PyTorch WhisperForConditionalGeneration state dict as save_pretrained writes
+    them (proj_out.weight is tied to the token embedding and left out), written down from its modules."""
+    def attention(prefix: str) -> list[str]:  # k_proj has no bias
+        return [f"{prefix}.{p}_proj.{t}" for p in "qkv" for t in ("weight", "bias") if (p, t) != ("k", "bias")] + \
+            [f"{prefix}.out_proj.weight", f"{prefix}.out_proj.bias"]
+
+    def norm(prefix: str) -> list[str]:
+        return [f"{prefix}.weight", f"{prefix}.bias"]
+
+    def layer(prefix: str, cross: bool) -> list[str]:
+        keys = attention(f"{prefix}.self_attn") + norm(f"{prefix}.self_attn_layer_norm") + \
+            norm(f"{prefix}.fc1") + norm(f"{prefix}.fc2") + norm(f"{prefix}.final_layer_norm")
+        return keys + (attention(f"{prefix}.encoder_attn") + norm(f"{prefix}.encoder_attn_layer_norm") if cross else [])
+
+    keys = norm("model.encoder.conv1") + norm("model.encoder.conv2") + norm("model.encoder.layer_norm") + \
+        norm("model.decoder.layer_norm") + ["model.encoder.embed_positions.weight",
+                                            "model.decoder.embed_tokens.weight", "model.decoder.embed_positions.weight"]
+    keys += [k for i in range(encoder_layers) for k in layer(f"model.encoder.layers.{i}", cross=False)]
+    keys += [k for i in range(decoder_layers) for k in layer(f"model.decoder.layers.{i}", cross=True)]
+    return set(keys)
+
+
+def pytorch_state_dict(checkpoint) -> dict[str, np.ndarray]:
+    """The checkpoint's weights in PyTorch's names and layouts: Linear [out, in], Conv1d [out, in, width]."""
+    prefix = checkpoint.model.name + "/"
+    leaves = {"kernel": "weight", "gamma": "weight", "beta": "bias", "embeddings": "weight"}
+    state = {}
+    for variable in checkpoint.model.weights:
+        *path, leaf = variable.name.removeprefix(prefix).removesuffix(":0").split("/")
+        value = variable.numpy()
+        if leaf == "kernel":
+            value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T
+        state[".".join(path + [leaves.get(leaf, leaf)])] = np.ascontiguousarray(value)
+    return state
+
+
+def write_pytorch_layout(checkpoint, folder: Path, shards: int = 1, dtype=np.float32) -> Path:
+    """A Hugging Face folder as PyTorch's save_pretrained writes it: config, tokenizer, preprocessor, generation
+    config and model.safetensors (or model-0000i-of-0000n.safetensors and their index), no TF weights."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    checkpoint.model.config.to_json_file(folder / "config.json")
+    checkpoint.generation_config.save_pretrained(folder)
+    checkpoint.tokenizer.save_pretrained(folder)
+    checkpoint.feature_extractor.save_pretrained(folder)
+    state = {name: value.astype(dtype) for name, value in pytorch_state_dict(checkpoint).items()}
+    if shards == 1:
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+        return folder
+    names = sorted(state)
+    weight_map = {}
+    for i in range(shards):
+        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = names[i::shards]
+        save_file({name: state[name] for name in part}, folder / file, metadata={"format": "pt"})
+        weight_map |= {name: file for name in part}
+    total = sum(value.nbytes for value in state.values())
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                     "weight_map": weight_map}))
+    return folder
+
+
+LOAD_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # any import of torch fails, as on a machine without it
+import numpy as np
+from whisper_tflite.sources import load_whisper
+from whisper_tflite.graphs.base import weights_of
+weights = {name: v.numpy() for name, v in weights_of(load_whisper(sys.argv[1])).items()}
+np.savez(sys.argv[2], **{name.replace("/", "|"): value for name, value in weights.items()})
+"""
+
+
+def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, tmp_path):
+    """Fine-tunes' usual layout (PyTorch names and transposes, in safetensors, whole or sharded, float32 or
+    float16) loads with torch unimportable, to exactly the weights of the same model read from CTranslate2 (as
+    float16 holds them); a lone pytorch_model.bin is refused in one line; a file that lacks a weight is refused,
+    not filled with random values."""
+    state = pytorch_state_dict(tiny_en)
+    assert set(state) == pytorch_keys(4, 4)
+    expected = {name: v.numpy() for name, v in weights_of(tiny_en).items()}
+    for shards, dtype in ((1, np.float32), (3, np.float16)):
+        folder = write_pytorch_layout(tiny_en, tmp_path / f"shards-{shards}", shards, dtype)
+        done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TORCH, str(folder), str(tmp_path / "w.npz")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        loaded = {name.replace("|", "/"): value for name, value in np.load(tmp_path / "w.npz").items()}
+        assert set(loaded) == set(expected)
+        assert all(np.array_equal(loaded[name], expected[name].astype(dtype).astype(np.float32))
+                   for name in expected), shards
+
+    pickle = tmp_path / "pickle"
+    pickle.mkdir()
+    for name in ("config.json", "generation_config.json"):
+        (pickle / name).write_bytes((tmp_path / "shards-1" / name).read_bytes())
+    (pickle / "pytorch_model.bin").write_bytes(b"not read")
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(SourceError, match="pytorch_model.bin is a PyTorch pickle, which needs torch"):
+            load_whisper(str(pickle))
+
+    from safetensors.numpy import save_file
+
+    lacking = tmp_path / "shards-1"
+    save_file({k: v for k, v in state.items() if k != "model.decoder.layers.2.fc1.bias"},
+              lacking / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SourceError, match="the weights lack model.decoder.layers.2.fc1.bias"):
+        load_whisper(str(lacking))
 
 
 def test_unknown_name_is_a_clear_error():
