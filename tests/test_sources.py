@@ -119,17 +119,19 @@ def pytorch_state_dict(checkpoint) -> dict[str, np.ndarray]:
     return state
 
 
-def write_pytorch_layout(checkpoint, folder: Path, shards: int = 1, dtype=np.float32) -> Path:
+def write_pytorch_layout(checkpoint, folder: Path, shards: int = 1, dtype: str = "float32") -> Path:
     """A Hugging Face folder as PyTorch's save_pretrained writes it: config, tokenizer, preprocessor, generation
-    config and model.safetensors (or model-0000i-of-0000n.safetensors and their index), no TF weights."""
-    from safetensors.numpy import save_file
+    config and model.safetensors (or model-0000i-of-0000n.safetensors and their index) in `dtype`, no TF
+    weights. Written through safetensors' TensorFlow side, which has bfloat16 (numpy has not)."""
+    import tensorflow as tf
+    from safetensors.tensorflow import save_file
 
     folder.mkdir(parents=True)
     checkpoint.model.config.to_json_file(folder / "config.json")
     checkpoint.generation_config.save_pretrained(folder)
     checkpoint.tokenizer.save_pretrained(folder)
     checkpoint.feature_extractor.save_pretrained(folder)
-    state = {name: value.astype(dtype) for name, value in pytorch_state_dict(checkpoint).items()}
+    state = {name: tf.cast(value, dtype) for name, value in pytorch_state_dict(checkpoint).items()}
     if shards == 1:
         save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
         return folder
@@ -140,7 +142,7 @@ def write_pytorch_layout(checkpoint, folder: Path, shards: int = 1, dtype=np.flo
         part = names[i::shards]
         save_file({name: state[name] for name in part}, folder / file, metadata={"format": "pt"})
         weight_map |= {name: file for name in part}
-    total = sum(value.nbytes for value in state.values())
+    total = sum(value.numpy().nbytes for value in state.values())
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
                                                                      "weight_map": weight_map}))
     return folder
@@ -158,27 +160,29 @@ np.savez(sys.argv[2], **{name.replace("/", "|"): value for name, value in weight
 
 
 def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, tmp_path):
-    """Fine-tunes' usual layout (PyTorch names and transposes, in safetensors, whole or sharded, float32 or
-    float16) loads with torch unimportable, to exactly the weights of the same model read from CTranslate2 (as
-    float16 holds them); a lone pytorch_model.bin is refused in one line; a file that lacks a weight is refused,
-    not filled with random values."""
+    """Fine-tunes' usual layout (PyTorch names and transposes, in safetensors, whole or sharded, float32, float16
+    or bfloat16) loads with torch unimportable, to exactly the weights of the same model read from CTranslate2
+    (as the stored type holds them); a lone pytorch_model.bin is refused in one line; a file that lacks a weight
+    is refused, not filled with random values."""
+    import tensorflow as tf
+
     state = pytorch_state_dict(tiny_en)
     assert set(state) == pytorch_keys(4, 4)
     expected = {name: v.numpy() for name, v in weights_of(tiny_en).items()}
-    for shards, dtype in ((1, np.float32), (3, np.float16)):
-        folder = write_pytorch_layout(tiny_en, tmp_path / f"shards-{shards}", shards, dtype)
+    for shards, dtype in ((1, "float32"), (3, "float16"), (2, "bfloat16")):
+        folder = write_pytorch_layout(tiny_en, tmp_path / f"{dtype}-{shards}", shards, dtype)
         done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TORCH, str(folder), str(tmp_path / "w.npz")],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
         loaded = {name.replace("|", "/"): value for name, value in np.load(tmp_path / "w.npz").items()}
         assert set(loaded) == set(expected)
-        assert all(np.array_equal(loaded[name], expected[name].astype(dtype).astype(np.float32))
-                   for name in expected), shards
+        assert all(np.array_equal(loaded[name], tf.cast(tf.cast(expected[name], dtype), tf.float32).numpy())
+                   for name in expected), dtype
 
     pickle = tmp_path / "pickle"
     pickle.mkdir()
     for name in ("config.json", "generation_config.json"):
-        (pickle / name).write_bytes((tmp_path / "shards-1" / name).read_bytes())
+        (pickle / name).write_bytes((tmp_path / "float32-1" / name).read_bytes())
     (pickle / "pytorch_model.bin").write_bytes(b"not read")
     if importlib.util.find_spec("torch") is None:
         with pytest.raises(SourceError, match="pytorch_model.bin is a PyTorch pickle, which needs torch"):
@@ -186,7 +190,7 @@ def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, tmp_path):
 
     from safetensors.numpy import save_file
 
-    lacking = tmp_path / "shards-1"
+    lacking = tmp_path / "float32-1"
     save_file({k: v for k, v in state.items() if k != "model.decoder.layers.2.fc1.bias"},
               lacking / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(SourceError, match="the weights lack model.decoder.layers.2.fc1.bias"):
