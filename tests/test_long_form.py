@@ -137,7 +137,7 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
     start_sequence = tokenizer.prompt("en", "transcribe", timestamps=True)
     prefiller = stepper.prefiller
     differences, agreed = [], 0
-    for segment in transcript.segments[1::2]:  # every other window: prompts of 16 to 223 tokens
+    for segment in transcript.segments[1::3]:  # every third segment's window: prompts of 16 to 223 tokens
         previous = [t for s in transcript.segments if s.end <= segment.start for t in s.tokens][-223:]
         prompt = [tokenizer.special.sot_prev] + previous + start_sequence
         window = recording.audio[round(segment.start * 16000):][:N_SAMPLES]
@@ -160,7 +160,7 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
         differences.append(difference)
         agreed += same
     print(f"{agreed}/{len(differences)} windows token-identical")
-    assert len(differences) >= 8
+    assert len(differences) >= 5
     if system == "fp32":
         assert max(differences) <= 1e-4 and agreed == len(differences)
     else:

@@ -212,15 +212,14 @@ def test_gpu_analyzer_verdicts(default_bundle, tiny_combined, gpu_analyzer):
 def test_convert_records_gpu_verdicts(gpu_analyzer, tmp_path):
     """`convert --gpu-analyzer` writes each model's verdict into the manifest, and `inspect` shows it."""
     out = tmp_path / "bundle"
-    done = run_cli("convert", "tiny.en", "--out", out, "--models", "features,decoder_step", "--gpu-analyzer",
+    done = run_cli("convert", "tiny.en", "--out", out, "--models", "features,encoder", "--gpu-analyzer",
                    gpu_analyzer, "--quiet")
     assert done.returncode == 0, done.stderr
     models = json.loads((out / "manifest.json").read_text())["models"]
-    assert models["decoder_step"]["gpu"] == {"analyzer": "TensorFlow 2.16.1", "compatible": True, "warnings": {}}
+    assert models["encoder"]["gpu"] == {"analyzer": "TensorFlow 2.16.1", "compatible": True, "warnings": {}}
     assert models["features"]["gpu"]["compatible"] is False
     assert models["features"]["gpu"]["warnings"]["Not supported op REVERSE_V2"] >= 1
     done = run_cli("inspect", out)
     assert done.returncode == 0, done.stderr
-    assert {role: row[-1] for role, row in inspect_rows(done.stdout).items()} == {"features": "no",
-                                                                                 "decoder_step": "yes"}
+    assert {role: row[-1] for role, row in inspect_rows(done.stdout).items()} == {"features": "no", "encoder": "yes"}
     assert "  features: " in done.stdout and "GPU: the GPU delegate verdict of TensorFlow 2.16.1's" in done.stdout

@@ -154,8 +154,9 @@ sys.modules["torch"] = None  # any import of torch fails, as on a machine withou
 import numpy as np
 from whisper_tflite.sources import load_whisper
 from whisper_tflite.graphs.base import weights_of
-weights = {name: v.numpy() for name, v in weights_of(load_whisper(sys.argv[1])).items()}
-np.savez(sys.argv[2], **{name.replace("/", "|"): value for name, value in weights.items()})
+for folder in sys.argv[1:]:
+    weights = {name: v.numpy() for name, v in weights_of(load_whisper(folder)).items()}
+    np.savez(folder + ".npz", **{name.replace("/", "|"): value for name, value in weights.items()})
 """
 
 
@@ -169,12 +170,13 @@ def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, tmp_path):
     state = pytorch_state_dict(tiny_en)
     assert set(state) == pytorch_keys(4, 4)
     expected = {name: v.numpy() for name, v in weights_of(tiny_en).items()}
-    for shards, dtype in ((1, "float32"), (3, "float16"), (2, "bfloat16")):
-        folder = write_pytorch_layout(tiny_en, tmp_path / f"{dtype}-{shards}", shards, dtype)
-        done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TORCH, str(folder), str(tmp_path / "w.npz")],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-        loaded = {name.replace("|", "/"): value for name, value in np.load(tmp_path / "w.npz").items()}
+    layouts = {dtype: write_pytorch_layout(tiny_en, tmp_path / f"{dtype}-{shards}", shards, dtype)
+               for shards, dtype in ((1, "float32"), (3, "float16"), (2, "bfloat16"))}
+    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TORCH, *map(str, layouts.values())],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for dtype, folder in layouts.items():
+        loaded = {name.replace("|", "/"): value for name, value in np.load(f"{folder}.npz").items()}
         assert set(loaded) == set(expected)
         assert all(np.array_equal(loaded[name], tf.cast(tf.cast(expected[name], dtype), tf.float32).numpy())
                    for name in expected), dtype
