@@ -137,7 +137,9 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
     start_sequence = tokenizer.prompt("en", "transcribe", timestamps=True)
     prefiller = stepper.prefiller
     differences, agreed = [], 0
-    for segment in transcript.segments[1::3]:  # every third segment's window: prompts of 16 to 223 tokens
+    # Prompts of 16 to 223 tokens. The exact fp32 path needs fewer windows than the int8 one, whose agreement is a
+    # fraction: every third segment's window for it, every other for int8.
+    for segment in transcript.segments[1 :: 3 if system == "fp32" else 2]:
         previous = [t for s in transcript.segments if s.end <= segment.start for t in s.tokens][-223:]
         prompt = [tokenizer.special.sot_prev] + previous + start_sequence
         window = recording.audio[round(segment.start * 16000):][:N_SAMPLES]
@@ -160,11 +162,11 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
         differences.append(difference)
         agreed += same
     print(f"{agreed}/{len(differences)} windows token-identical")
-    assert len(differences) >= 5
+    assert len(differences) >= (5 if system == "fp32" else 8)
     if system == "fp32":
         assert max(differences) <= 1e-4 and agreed == len(differences)
     else:
         # Dynamic-range int8 quantizes each row's input to 8 bits: where float32 rounding (1e-6) differs between
         # the 224-row and the 1-row kernels, a value can round to the next step, which grows through the layers
-        # (measured: up to 0.16 in values of about 7, and 16 of 20 windows token-identical).
+        # (measured: up to 0.16 in values of about 7, and 7 of 10 windows token-identical).
         assert max(differences) <= 0.25 and agreed >= 0.5 * len(differences)
