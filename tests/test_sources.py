@@ -85,21 +85,21 @@ def test_hf_folder_round_trip(tiny_en, tmp_path, audio_cache, english_clips):
 def pytorch_keys(encoder_layers: int, decoder_layers: int) -> set[str]:
     """The keys of transformers' PyTorch WhisperForConditionalGeneration state dict as save_pretrained writes
     them (proj_out.weight is tied to the token embedding and left out), written down from its modules."""
-    def attention(prefix: str) -> list[str]:  # k_proj has no bias
-        return [f"{prefix}.{p}_proj.{t}" for p in "qkv" for t in ("weight", "bias") if (p, t) != ("k", "bias")] + \
-            [f"{prefix}.out_proj.weight", f"{prefix}.out_proj.bias"]
+    def both(*modules: str) -> list[str]:  # a weight and a bias each
+        return [f"{module}.{kind}" for module in modules for kind in ("weight", "bias")]
 
-    def norm(prefix: str) -> list[str]:
-        return [f"{prefix}.weight", f"{prefix}.bias"]
+    def attention(prefix: str) -> list[str]:  # k_proj has no bias
+        return both(f"{prefix}.q_proj", f"{prefix}.v_proj", f"{prefix}.out_proj") + [f"{prefix}.k_proj.weight"]
 
     def layer(prefix: str, cross: bool) -> list[str]:
-        keys = attention(f"{prefix}.self_attn") + norm(f"{prefix}.self_attn_layer_norm") + \
-            norm(f"{prefix}.fc1") + norm(f"{prefix}.fc2") + norm(f"{prefix}.final_layer_norm")
-        return keys + (attention(f"{prefix}.encoder_attn") + norm(f"{prefix}.encoder_attn_layer_norm") if cross else [])
+        keys = attention(f"{prefix}.self_attn") + both(*(f"{prefix}.{m}" for m in (
+            "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")))
+        return keys + (attention(f"{prefix}.encoder_attn") + both(f"{prefix}.encoder_attn_layer_norm") if cross
+                       else [])
 
-    keys = norm("model.encoder.conv1") + norm("model.encoder.conv2") + norm("model.encoder.layer_norm") + \
-        norm("model.decoder.layer_norm") + ["model.encoder.embed_positions.weight",
-                                            "model.decoder.embed_tokens.weight", "model.decoder.embed_positions.weight"]
+    keys = both("model.encoder.conv1", "model.encoder.conv2", "model.encoder.layer_norm", "model.decoder.layer_norm")
+    keys += ["model.encoder.embed_positions.weight", "model.decoder.embed_tokens.weight",
+             "model.decoder.embed_positions.weight"]
     keys += [k for i in range(encoder_layers) for k in layer(f"model.encoder.layers.{i}", cross=False)]
     keys += [k for i in range(decoder_layers) for k in layer(f"model.decoder.layers.{i}", cross=True)]
     return set(keys)
