@@ -216,7 +216,7 @@ def _inspect(args) -> int:
     """Roles, files, sizes, quantization, oldest runtime and GPU delegate verdict of each model, and the
     languages, from the manifest, after every file is checked against its sha256."""
     from .bundle import S4Y_FORMAT, Bundle, load_s4y_layout, read_manifest
-    from .gpu_readiness import gpu_entry, gpu_verdicts
+    from .gpu_readiness import gpu_entries
 
     manifest = read_manifest(args.bundle)
     if isinstance(manifest, dict) and manifest.get("format") == S4Y_FORMAT:
@@ -228,11 +228,8 @@ def _inspect(args) -> int:
         kind = f"whisper-tflite bundle (format {manifest['format_version']}) of {manifest.get('source')}"
     models = manifest["models"]
     sizes = {role: (args.bundle / entry["file"]).stat().st_size for role, entry in models.items()}
-    gpu = {role: entry.get("gpu") for role, entry in models.items()}
-    if args.gpu_analyzer is not None:
-        files = {role: str(args.bundle / entry["file"]) for role, entry in models.items()}
-        analyzer, found = gpu_verdicts(args.gpu_analyzer, list(files.values()))
-        gpu = {role: gpu_entry(analyzer, found[file]) for role, file in files.items()}
+    gpu = gpu_entries(args.gpu_analyzer, args.bundle, models) if args.gpu_analyzer is not None else \
+        {role: entry.get("gpu") for role, entry in models.items()}
     print(f"{args.bundle}: {kind}; {len(models)} models, {sum(sizes.values()) / 1e6:.1f} MB, every file matches "
           "its sha256")
     rows = [("role", "file", "MB", "quantization", "runtime", "GPU")] + [

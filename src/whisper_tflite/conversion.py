@@ -17,7 +17,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
 from .errors import ConversionError, UsageError
-from .gpu_readiness import gpu_entry, gpu_verdicts
+from .gpu_readiness import gpu_entries, gpu_verdicts
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
 LAYOUTS = ("bundle", "s4y")
@@ -242,10 +242,8 @@ def convert(
                 bar.update()
             if gpu_analyzer is not None:
                 bar.set_postfix_str("GPU analyzer")
-                files = {role: str(staging / entry["file"]) for role, entry in entries.items()}
-                analyzer, found = gpu_verdicts(gpu_analyzer, list(files.values()))
-                for role, file in files.items():
-                    entries[role]["gpu"] = gpu_entry(analyzer, found[file])
+                for role, verdict in gpu_entries(gpu_analyzer, staging, entries).items():
+                    entries[role]["gpu"] = verdict
             bar.set_postfix_str("manifest")
             (staging / TOKENIZER).write_text(checkpoint.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
             manifest = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from .errors import UsageError
 
@@ -57,6 +58,10 @@ def gpu_verdicts(python: str, files: list[str]) -> tuple[str, dict[str, dict[str
     return analyzer, report["files"]
 
 
-def gpu_entry(analyzer: str, warnings: dict[str, int]) -> dict:
-    """The manifest's `gpu` field of one model."""
-    return {"analyzer": analyzer, "compatible": not warnings, "warnings": warnings}
+def gpu_entries(python: str, folder: Path, models: dict[str, dict]) -> dict[str, dict]:
+    """The manifest's `gpu` field ({analyzer, compatible, warnings}) of each model of `models` (manifest entries,
+    their files in `folder`), from one run of the analyzer."""
+    files = {role: str(Path(folder) / entry["file"]) for role, entry in models.items()}
+    analyzer, found = gpu_verdicts(python, list(files.values()))
+    return {role: {"analyzer": analyzer, "compatible": not found[file], "warnings": found[file]}
+            for role, file in files.items()}
