@@ -29,7 +29,7 @@ def load_hf_checkpoint(source: str) -> WhisperCheckpoint:
             if not present:
                 raise SourceError(f"{source} holds no weights ({', '.join(WEIGHT_FILES)})")
             shards = _safetensors_files(folder)
-            if present[0] != "tf_model.h5" and shards and _layout(shards[0]) == "pt":
+            if "tf_model.h5" not in present and shards and _layout(shards[0]) == "pt":
                 model, info = _from_pytorch_safetensors(folder, shards)
             elif present == ["pytorch_model.bin"] and importlib.util.find_spec("torch") is None:
                 raise SourceError(f"{source}: pytorch_model.bin is a PyTorch pickle, which needs torch; install it, "
