@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,9 @@ from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
 from .errors import ConversionError, UsageError
 from .gpu_readiness import gpu_entries, gpu_verdicts
+
+if TYPE_CHECKING:
+    from .sources import WhisperCheckpoint
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
 LAYOUTS = ("bundle", "s4y")
@@ -158,7 +161,7 @@ def io_specs(model: bytes) -> dict[str, list[dict]]:
 
 
 def convert(
-    source: str = "tiny.en",
+    source: str | WhisperCheckpoint = "tiny.en",
     out_dir: str | Path | None = None,
     quantize: str | dict[str, str] | None = None,
     models: tuple[str, ...] | None = None,
@@ -172,6 +175,7 @@ def convert(
     """Converts a Whisper checkpoint into a bundle folder (default `bundles/<name>`), atomically: a temporary
     folder renamed at the end.
 
+    `source`: what `load_whisper` takes (a bundled name, a folder, a hub id), or a checkpoint it loaded.
     `models`: roles (default: `DEFAULT_MODELS`), or with `layout="s4y"` whisper-s4y file stems (default: all).
     `layout="s4y"`: whisper-s4y's files, names and semantics (graphs/s4y.py) for apps built on that project,
     transcribing `language` (fixed in the files; English for English-only models).
@@ -189,8 +193,10 @@ def convert(
 
     from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, S4Y_FORMAT, TOKENIZER, sha256_of
     from .graphs.s4y import build_s4y_module
-    from .sources import load_whisper
+    from .sources import WhisperCheckpoint, load_whisper
 
+    loaded = source if isinstance(source, WhisperCheckpoint) else None
+    source = loaded.source if loaded is not None else source
     if layout not in LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     s4y = layout == "s4y"
@@ -219,7 +225,7 @@ def convert(
         with tqdm(total=len(roles) + 2, desc=f"converting {source}", unit="step", disable=not progress,
                   file=None if isinstance(progress, bool) else progress) as bar:
             bar.set_postfix_str("loading weights")
-            checkpoint = load_whisper(source)
+            checkpoint = loaded or load_whisper(source)
             if s4y:
                 language, prompt = _s4y_prompt(checkpoint, language)
             bar.update()

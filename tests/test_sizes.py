@@ -1,0 +1,106 @@
+"""Every Whisper size: the family's dimensions, random-weight checkpoints at them, and shrunk members of each
+family (true width, heads, mel bins and vocabulary; two layers each) converted and held against the Hugging Face
+TF model built from the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from whisper_tflite.audio import N_SAMPLES, pad_or_trim
+from whisper_tflite.bundle import Bundle
+from whisper_tflite.reference import reference_features, reference_logits
+from whisper_tflite.runtime.models import TfliteStepper
+from whisper_tflite.sizes import SIZES
+from whisper_tflite.sources.random_weights import random_state_dict
+
+from .test_sources import pytorch_keys
+
+# openai/whisper's README and distil-whisper's model card, not the table: (d_model, heads, layers, parameters).
+PUBLISHED = {
+    "tiny": (384, 6, 4, 4, 39e6), "base": (512, 8, 6, 6, 74e6), "small": (768, 12, 12, 12, 244e6),
+    "medium": (1024, 16, 24, 24, 769e6), "large-v2": (1280, 20, 32, 32, 1550e6),
+    "large-v3": (1280, 20, 32, 32, 1550e6), "large-v3-turbo": (1280, 20, 32, 4, 809e6),
+    "distil-large-v3": (1280, 20, 32, 2, 756e6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_size_table_matches_the_published_architectures(name):
+    """The published parameter counts are rounded loosely (tiny's 37.8 M is called 39 M): within 4 %."""
+    size = SIZES[name]
+    d_model, heads, encoder_layers, decoder_layers, parameters = PUBLISHED[name]
+    assert (size.d_model, size.heads, size.encoder_layers, size.decoder_layers) == (d_model, heads, encoder_layers,
+                                                                                    decoder_layers)
+    assert abs(size.parameters / parameters - 1) <= 0.04, size.parameters
+    assert (size.n_mels, size.n_vocab) == ((128, 51866) if "v3" in name else (80, 51865))
+    if name in ("tiny", "base", "small", "medium"):
+        assert SIZES[f"{name}.en"].n_vocab == 51864
+
+
+def test_random_state_dict_is_transformers_layout():
+    """Keys as transformers' PyTorch Whisper names them (the list written out in test_sources), as many weights as
+    the table says, the same weights for the same seed."""
+    size = SIZES["tiny"].shrunk(3)
+    state = random_state_dict(size, seed=1)
+    assert set(state) == pytorch_keys(3, 3)
+    assert sum(value.size for value in state.values()) == size.parameters
+    assert state["model.encoder.conv1.weight"].shape == (384, 80, 3)
+    assert state["model.decoder.layers.0.fc1.weight"].shape == (1536, 384)
+    assert np.array_equal(random_state_dict(size, seed=1)["model.decoder.layers.2.fc2.bias"],
+                          state["model.decoder.layers.2.fc2.bias"])
+
+
+# Each width and each vocabulary of the family once; tiny.en and base have real weights elsewhere in the suite.
+# large-v3-turbo and distil-large-v3 shrink to large-v3's member: they differ from it only in depth.
+SHRUNK = ["small.en", "medium", "large-v2", "large-v3"]
+TEACHER_FORCED = 20
+
+
+@pytest.fixture(scope="module")
+def english_clip(english_clips, audio_cache):
+    return audio_cache(next(c for c in english_clips if "jfk" in c.name))
+
+
+@pytest.mark.parametrize("name", SHRUNK)
+def test_shrunk_member_matches_reference(name, tmp_path, english_clip):
+    from whisper_tflite.conversion import convert
+    from whisper_tflite.sources import load_whisper
+    from whisper_tflite.sources.random_weights import write_random_checkpoint
+
+    size = SIZES[name].shrunk(2)
+    folder = write_random_checkpoint(size, tmp_path / "checkpoint", seed=len(name))
+    checkpoint = load_whisper(str(folder))
+    config = checkpoint.model.config
+    assert (config.d_model, config.encoder_attention_heads, config.num_mel_bins, config.vocab_size) == \
+        (size.d_model, size.heads, size.n_mels, size.n_vocab)
+    convert(checkpoint, tmp_path / "bundle", quantize="none", models=("features", "encoder", "decoder_step"),
+            progress=False)
+    stepper = TfliteStepper(Bundle.load(tmp_path / "bundle"), threads=2)
+
+    expected_mel = reference_features(checkpoint, english_clip)  # WhisperFeatureExtractor(feature_size=n_mels)
+    log_mel = stepper.log_mel(pad_or_trim(english_clip, N_SAMPLES))
+    assert log_mel.shape == (1, size.n_mels, 3000)
+    assert np.abs(log_mel - expected_mel).max() <= 2e-3
+
+    # The encoder on the reference's own features, so that only the encoder is compared. Both are float32 and
+    # differ only in the order of summation: 2-3e-6 of the largest value (measured on the four members); 1e-4
+    # allowed, 40x that: a wrong weight, transpose, head split or position would move it far more.
+    stepper.begin(expected_mel)
+    hidden = stepper.encoder.output("hidden")
+    expected_hidden = np.asarray(checkpoint.model.model.encoder(expected_mel).last_hidden_state)
+    assert np.abs(hidden - expected_hidden).max() <= 1e-4 * np.abs(expected_hidden).max()
+
+    # The decoder step teacher-forced over the prompt and random text tokens: the same choice at every position.
+    rng = np.random.default_rng(0)
+    special = checkpoint.special_tokens
+    prompt = [special.sot, *([special.languages["en"], special.transcribe] if checkpoint.multilingual else []),
+              special.no_timestamps]
+    tokens = prompt + [int(t) for t in rng.integers(0, special.eot, TEACHER_FORCED - len(prompt))]
+    ours = np.stack([stepper.step(token) for token in tokens])
+    expected = reference_logits(checkpoint, expected_mel, tokens)
+    top2 = np.sort(expected, axis=-1)[:, -2:]
+    print(f"{name}: mel error {np.abs(log_mel - expected_mel).max():.1e}, encoder relative error "
+          f"{np.abs(hidden - expected_hidden).max() / np.abs(expected_hidden).max():.1e}, logits error "
+          f"{np.abs(ours - expected).max():.1e}, smallest top-2 margin {(top2[:, 1] - top2[:, 0]).min():.1e}")
+    assert np.array_equal(ours.argmax(-1), expected.argmax(-1))
