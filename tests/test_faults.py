@@ -270,6 +270,26 @@ def test_internal_conversion_error_exits_1(tmp_path):
     assert not (tmp_path / "bundle").exists()
 
 
+def test_full_disk_during_conversion_is_one_line(monkeypatch):
+    """TensorFlow's converter first saves the module to a temporary SavedModel and, when that fails, converts the
+    bare function without its serving signature: a full disk in CI surfaced as "0 Signatures" deep in LiteRT.
+    Here the save fails as on a full disk; the conversion must stop with one line naming the cause."""
+    from tensorflow.python.saved_model import save as saved_model
+    from transformers import WhisperFeatureExtractor
+
+    from whisper_tflite.conversion import to_tflite
+    from whisper_tflite.errors import ConversionError
+    from whisper_tflite.graphs.features import FeatureExtractor
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(saved_model, "save", full_disk)
+    with pytest.raises(ConversionError, match="features lost its serving signature.*full") as raised:
+        to_tflite(FeatureExtractor(WhisperFeatureExtractor(feature_size=80).mel_filters))
+    assert "\n" not in str(raised.value)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=4096), prefix=st.sampled_from([b"", b"RIFF", b"RIFF\x10\x00\x00\x00WAVEfmt ",
                                                                b"fLaC", b"OggS", b"ID3"]))

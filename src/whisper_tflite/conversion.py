@@ -36,7 +36,13 @@ def to_tflite(module, quantize: str = "none", per_channel: bool = True) -> bytes
     channel: FULLY_CONNECTED version 9, which TFLite 2.3 runs, instead of version 12, which needs 2.17."""
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serving_function()], module)
+    function = module.serving_function()
+    # The converter saves its trackable object to a temporary SavedModel and loads it back: given the module, that
+    # is every weight of the checkpoint (modules share one dict of them), for every role. Only the variables the
+    # traced graph reads go (an encoder leaves the decoder's token table behind).
+    used = tf.Module()
+    used.variables_read = list(function.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], used)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -48,6 +54,11 @@ def to_tflite(module, quantize: str = "none", per_channel: bool = True) -> bytes
         model = converter.convert()
     except Exception as e:  # the converter raises ConverterError, ValueError, ... with MLIR dumps
         raise ConversionError(f"TFLite conversion of {module.role} failed: {str(e).strip().splitlines()[0]}") from e
+    # The converter first saves the module as a SavedModel in a temporary folder; if that fails (a full disk, as a
+    # CI machine once had), it silently converts the bare function instead, which has no serving signature.
+    if schema.Model.GetRootAsModel(model, 0).SignatureDefsLength() != 1:
+        raise ConversionError(f"TFLite conversion of {module.role} lost its serving signature: TensorFlow could not "
+                              f"write its temporary SavedModel (is {tempfile.gettempdir()} full?)")
     check_model(model, module.role)
     return model
 
