@@ -66,14 +66,16 @@ def _parity(checkpoint, runners, clips, audio_cache, features_of, prompt_of, kin
 
 def test_tiny_en_combined_models_match_reference(tiny_en, tiny_combined, english_clips, audio_cache,
                                                  tiny_en_features):
+    """Every other English clip (10 of 19): the three files run the bundle's graphs, whose parity covers all 19,
+    inside a WHILE loop; 10 clips prove the loop (all 19 cost the suite another minute on AVX2)."""
     runners = Runners(tiny_combined, ("features", "encoder", "decoder", "encoder_decoder", "whisper"))
-    _parity(tiny_en, runners, english_clips, audio_cache, tiny_en_features, lambda clip: [50257, 50362])
+    _parity(tiny_en, runners, english_clips[::2], audio_cache, tiny_en_features, lambda clip: [50257, 50362])
 
 
 @pytest.mark.slow
 def test_base_combined_models_match_reference(base, base_combined, base_clips, audio_cache, base_features):
     """The first clip of each language: `whisper` runs the same graphs as the bundle's roles, whose base parity
-    covers all 31 clips; one clip a language proves the file (its 448-step loop takes ~7 s a clip)."""
+    covers 19 clips; one clip a language proves the file (its 448-step loop takes ~7 s a clip)."""
     runners = Runners(base_combined, BASE_COMBINED)
     special = base.special_tokens
     first_of_each = list({clip.language: clip for clip in reversed(base_clips)}.values())
