@@ -30,8 +30,8 @@ AUDIO = REPO.parent / "shared" / "audio"
 CACHE = REPO / ".cache" / "bench"
 DOCS = REPO / "docs"
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
-# Sections of docs/benchmarks.md written by other scripts (corpus.py, roofline.py), after run.py's report
-KEPT_SECTIONS = ("## Corpus throughput", "## Roofline")
+# Sections of docs/benchmarks.md written by other scripts (corpus.py, roofline.py, sizes.py), after run.py's report
+KEPT_SECTIONS = ("## Corpus throughput", "## Roofline", "## Sizes")
 
 
 # ---------------------------------------------------------------- workers (one process per system)

@@ -21,7 +21,6 @@ class WhisperSize:
     decoder_layers: int
     n_mels: int = 80
     n_vocab: int = 51865  # 51864 for the English-only (.en) members, 51866 for large-v3's (<|yue|> added)
-    published_parameters: str = ""  # as its model card states it
 
     @property
     def english_only(self) -> bool:
@@ -49,19 +48,19 @@ class WhisperSize:
 
 def _family() -> dict[str, WhisperSize]:
     sizes = [
-        WhisperSize("tiny", 384, 6, 4, 4, published_parameters="39 M"),
-        WhisperSize("base", 512, 8, 6, 6, published_parameters="74 M"),
-        WhisperSize("small", 768, 12, 12, 12, published_parameters="244 M"),
-        WhisperSize("medium", 1024, 16, 24, 24, published_parameters="769 M"),
+        WhisperSize("tiny", 384, 6, 4, 4),
+        WhisperSize("base", 512, 8, 6, 6),
+        WhisperSize("small", 768, 12, 12, 12),
+        WhisperSize("medium", 1024, 16, 24, 24),
     ]
-    english = [WhisperSize(f"{s.name}.en", s.d_model, s.heads, s.encoder_layers, s.decoder_layers, n_vocab=51864,
-                           published_parameters=s.published_parameters) for s in sizes]
+    english = [WhisperSize(f"{s.name}.en", s.d_model, s.heads, s.encoder_layers, s.decoder_layers, n_vocab=51864)
+               for s in sizes]
     large = [
-        WhisperSize("large-v1", 1280, 20, 32, 32, published_parameters="1550 M"),
-        WhisperSize("large-v2", 1280, 20, 32, 32, published_parameters="1550 M"),
-        WhisperSize("large-v3", 1280, 20, 32, 32, n_mels=128, n_vocab=51866, published_parameters="1550 M"),
-        WhisperSize("large-v3-turbo", 1280, 20, 32, 4, n_mels=128, n_vocab=51866, published_parameters="809 M"),
-        WhisperSize("distil-large-v3", 1280, 20, 32, 2, n_mels=128, n_vocab=51866, published_parameters="756 M"),
+        WhisperSize("large-v1", 1280, 20, 32, 32),
+        WhisperSize("large-v2", 1280, 20, 32, 32),
+        WhisperSize("large-v3", 1280, 20, 32, 32, n_mels=128, n_vocab=51866),
+        WhisperSize("large-v3-turbo", 1280, 20, 32, 4, n_mels=128, n_vocab=51866),
+        WhisperSize("distil-large-v3", 1280, 20, 32, 2, n_mels=128, n_vocab=51866),
     ]
     return {size.name: size for size in sizes + english + large}
 
