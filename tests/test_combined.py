@@ -75,7 +75,7 @@ def test_tiny_en_combined_models_match_reference(tiny_en, tiny_combined, english
 @pytest.mark.slow
 def test_base_combined_models_match_reference(base, base_combined, base_clips, audio_cache, base_features):
     """The first clip of each language: `whisper` runs the same graphs as the bundle's roles, whose base parity
-    covers 19 clips; one clip a language proves the file (its 448-step loop takes ~7 s a clip)."""
+    covers 16 clips; one clip a language proves the file (its 448-step loop takes ~7 s a clip)."""
     runners = Runners(base_combined, BASE_COMBINED)
     special = base.special_tokens
     first_of_each = list({clip.language: clip for clip in reversed(base_clips)}.values())
