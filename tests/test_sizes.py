@@ -12,6 +12,7 @@ from whisper_tflite.bundle import Bundle
 from whisper_tflite.reference import reference_features, reference_logits
 from whisper_tflite.runtime.models import TfliteStepper
 from whisper_tflite.sizes import SIZES
+from whisper_tflite.tokens import WhisperTokenizer
 from whisper_tflite.sources.random_weights import random_state_dict
 
 from .test_sources import pytorch_keys
@@ -94,10 +95,9 @@ def test_shrunk_member_matches_reference(name, tmp_path, english_clip):
 
     # The decoder step teacher-forced over the prompt and random text tokens: the same choice at every position.
     rng = np.random.default_rng(0)
-    special = checkpoint.special_tokens
-    prompt = [special.sot, *([special.languages["en"], special.transcribe] if checkpoint.multilingual else []),
-              special.no_timestamps]
-    tokens = prompt + [int(t) for t in rng.integers(0, special.eot, TEACHER_FORCED - len(prompt))]
+    tokenizer = WhisperTokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
+    prompt = tokenizer.prompt("en", "transcribe", timestamps=False)
+    tokens = prompt + [int(t) for t in rng.integers(0, tokenizer.special.eot, TEACHER_FORCED - len(prompt))]
     ours = np.stack([stepper.step(token) for token in tokens])
     expected = reference_logits(checkpoint, expected_mel, tokens)
     top2 = np.sort(expected, axis=-1)[:, -2:]

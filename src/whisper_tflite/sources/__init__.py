@@ -45,9 +45,15 @@ def _package_dir(module: str, bundled: BundledModel, name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def bundled_folder(name: str) -> Path:
+    """The package folder of a bundled model: its config.json, tokenizer.json and vocabulary.txt."""
+    bundled = BUNDLED[name]
+    return _package_dir(bundled.module, bundled, name) / bundled.folder
+
+
 def _bundled_files(name: str) -> tuple[Path, list[Path]]:
     bundled = BUNDLED[name]
-    folder = _package_dir(bundled.module, bundled, name) / bundled.folder
+    folder = bundled_folder(name)
     parts = [_package_dir(module, bundled, name) / path for module, path in bundled.model_bin]
     missing = [str(p) for p in parts if not p.is_file()]
     if missing:
@@ -113,4 +119,5 @@ def load_whisper(source: str = DEFAULT_MODEL) -> WhisperCheckpoint:
     return load_hf_checkpoint(source)
 
 
-__all__ = ["BUNDLED", "DEFAULT_MODEL", "WhisperCheckpoint", "bundled_ct2_folder", "describe_source", "load_whisper"]
+__all__ = ["BUNDLED", "DEFAULT_MODEL", "WhisperCheckpoint", "bundled_ct2_folder", "bundled_folder", "describe_source",
+           "load_whisper"]

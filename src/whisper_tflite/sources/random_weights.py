@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import SourceError
 from ..sizes import N_AUDIO_CTX, N_TEXT_CTX, WhisperSize
 from ..tokens import SpecialTokens
-from . import BUNDLED, _package_dir
+from . import bundled_folder
 from .ct2 import complete_tokenizer_json, read_config, read_vocabulary
 
 INIT_STD = 0.02  # transformers' WhisperConfig.init_std, the scale of its random initialization
@@ -120,8 +120,7 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> np.nd
 
 def _tokenizer_of(size: WhisperSize) -> tuple[dict, list[int], list[int]]:
     """(tokenizer.json, suppress_tokens, begin_suppress_tokens) of `size`'s vocabulary, from a bundled model."""
-    bundled = "tiny.en" if size.english_only else "base"
-    folder = _package_dir(BUNDLED[bundled].module, BUNDLED[bundled], bundled) / BUNDLED[bundled].folder
+    folder = bundled_folder("tiny.en" if size.english_only else "base")
     tokenizer = complete_tokenizer_json(read_config(folder / "tokenizer.json"),
                                         read_vocabulary(folder / "vocabulary.txt"))
     config = read_config(folder / "config.json")
