@@ -135,7 +135,6 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
     recording = recordings["a"]
     transcript = transcriber.transcribe(recording.audio[: 90 * 16000], beam_size=1, best_of=1)
     start_sequence = tokenizer.prompt("en", "transcribe", timestamps=True)
-    prefiller = stepper.prefiller
     differences, agreed = [], 0
     # Prompts of 16 to 223 tokens. The exact fp32 path needs fewer windows than the int8 one, whose agreement is a
     # fraction: every third segment's window for it, every other for int8.
@@ -144,8 +143,8 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
         prompt = [tokenizer.special.sot_prev] + previous + start_sequence
         window = recording.audio[round(segment.start * 16000):][:N_SAMPLES]
         results, caches = [], []
-        for prefill in (prefiller, None):
-            stepper.prefiller = prefill
+        for one_call in (True, False):
+            stepper.use_prefill = one_call
             try:
                 stepper.begin(stepper.log_mel(window))
                 stepper.reset()
@@ -154,7 +153,7 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
                                for name in stepper.rows.values()})
                 results.append(decode_window(stepper, tokenizer, decoder.filter, prompt))
             finally:
-                stepper.prefiller = prefiller
+                stepper.use_prefill = True
         difference = max(float(np.abs(rows - caches[1][name]).max()) for name, rows in caches[0].items())
         same = results[0].tokens == results[1].tokens
         print(f"{segment.start:.1f} s: {len(previous)} prompt tokens, largest cache difference {difference:.2e}, "

@@ -40,6 +40,37 @@ def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
     assert "ask not what your country can do for you" in done.stdout
 
 
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")
+def test_model_files_are_not_resident_twice(default_bundle, english_clips):
+    """XNNPACK packs the weights into memory of its own; the memory-mapped files' pages are then dropped, and only
+    the few a later call reads come back. A clip under 30 s has no prompt: the prefill model is never loaded."""
+    script = textwrap.dedent(f"""
+        import json, os
+        from whisper_tflite import Transcriber
+        transcriber = Transcriber({str(default_bundle)!r}, threads=2)
+        text = transcriber.transcribe({str(english_clips[0].path)!r}).text
+        resident, mapping = {{}}, None
+        for line in open("/proc/self/smaps"):
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+                mapping = fields[5] if len(fields) > 5 and fields[5].endswith(".tflite") else None
+            elif fields[0] == "Rss:" and mapping:
+                resident[mapping] = resident.get(mapping, 0) + int(fields[1]) * 1024
+        print(json.dumps({{"text": text, "prefill_loaded": transcriber.stepper.prefiller is not None,
+                          "resident": {{p: [n, os.path.getsize(p)] for p, n in resident.items()}}}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    print(report["resident"])
+    assert "ask not what your country can do for you" in report["text"]
+    assert not report["prefill_loaded"]
+    assert {Path(p).name for p in report["resident"]} == {"features.tflite", "encoder.tflite", "decoder_step.tflite",
+                                                          "decoder_batch.tflite"}  # beam 5 by default
+    resident, size = (sum(pair[i] for pair in report["resident"].values()) for i in (0, 1))
+    assert resident < 0.35 * size  # all of each file was read once, when XNNPACK packed it
+
+
 @pytest.mark.parametrize("bundle, compute_type, excess",
                          [("tiny_bundle", "float32", 0.005), ("default_bundle", "int8", 0.01)])
 def test_english_clips_match_faster_whisper(bundle, compute_type, excess, request, english_clips, audio_cache,
