@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from whisper_tflite.errors import SourceError
-from whisper_tflite.graphs.base import weights_of
 from whisper_tflite.sources import BUNDLED, _bundled_files, load_whisper
 from whisper_tflite.sources.ct2 import dimensions, hf_weights, read_model_bin
 
@@ -127,7 +126,7 @@ def write_pytorch_layout(checkpoint, folder: Path, shards: int = 1, dtype: str =
     from safetensors.tensorflow import save_file
 
     folder.mkdir(parents=True)
-    checkpoint.model.config.to_json_file(folder / "config.json")
+    checkpoint.config.to_json_file(folder / "config.json")
     checkpoint.generation_config.save_pretrained(folder)
     checkpoint.tokenizer.save_pretrained(folder)
     checkpoint.feature_extractor.save_pretrained(folder)
@@ -151,30 +150,41 @@ def write_pytorch_layout(checkpoint, folder: Path, shards: int = 1, dtype: str =
 LOAD_WITHOUT_TORCH = """
 import sys
 sys.modules["torch"] = None  # any import of torch fails, as on a machine without it
+class Block:  # nor can transformers' TF model classes be imported, as with transformers 5, which has none
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(("transformers.modeling_tf", "transformers.models.whisper.modeling_tf")):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
 import numpy as np
+from whisper_tflite.conversion import convert
 from whisper_tflite.sources import load_whisper
-from whisper_tflite.graphs.base import weights_of
 for folder in sys.argv[1:]:
-    weights = {name: v.numpy() for name, v in weights_of(load_whisper(folder)).items()}
+    weights = {name: v.numpy() for name, v in load_whisper(folder).variables.items()}
     np.savez(folder + ".npz", **{name.replace("/", "|"): value for name, value in weights.items()})
+for source in (sys.argv[1], "tiny.en"):  # safetensors, CTranslate2
+    convert(source, sys.argv[1] + "-" + source.split("/")[-1] + ".bundle", models=("encoder",), progress=False)
 """
 
 
 def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, tmp_path):
     """Fine-tunes' usual layout (PyTorch names and transposes, in safetensors, whole or sharded, float32, float16
     or bfloat16) loads with torch unimportable, to exactly the weights of the same model read from CTranslate2
-    (as the stored type holds them); a lone pytorch_model.bin is refused in one line; a file that lacks a weight
-    is refused, not filled with random values."""
+    (as the stored type holds them); it and CTranslate2 folders convert without transformers' TF model classes; a
+    lone pytorch_model.bin is refused in one line; a file that lacks a weight is refused, not filled with random
+    values."""
     import tensorflow as tf
 
     state = pytorch_state_dict(tiny_en)
     assert set(state) == pytorch_keys(4, 4)
-    expected = {name: v.numpy() for name, v in weights_of(tiny_en).items()}
+    expected = {name: v.numpy() for name, v in tiny_en.variables.items()}
     layouts = {dtype: write_pytorch_layout(tiny_en, tmp_path / f"{dtype}-{shards}", shards, dtype)
                for shards, dtype in ((1, "float32"), (3, "float16"), (2, "bfloat16"))}
     done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TORCH, *map(str, layouts.values())],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    first = next(iter(layouts.values()))
+    for source in (first.name, "tiny.en"):
+        assert (tmp_path / f"{first.name}-{source}.bundle" / "encoder.tflite").is_file()
     for dtype, folder in layouts.items():
         loaded = {name.replace("|", "/"): value for name, value in np.load(f"{folder}.npz").items()}
         assert set(loaded) == set(expected)

@@ -307,7 +307,7 @@ def _s4y_prompt(checkpoint, language: str | None) -> tuple[str, list[int]]:
 
 
 def _dims(checkpoint) -> dict:
-    config = checkpoint.model.config
+    config = checkpoint.config
     return {
         "n_mels": config.num_mel_bins,
         "n_vocab": config.vocab_size,

@@ -43,16 +43,6 @@ class GraphModule(tf.Module):
         return model
 
 
-def weights_of(checkpoint) -> dict[str, tf.Variable]:
-    """The HF TF model's own float32 variables by path (`model/encoder/conv1/kernel`).
-
-    Every module built from a checkpoint shares them, so the weights exist once however many roles are
-    converted; and a graph that reads variables converts 2.6x faster than one holding the same weights as
-    constants, which every step of TF's export serializes again (tiny.en decoder_step: 17 s instead of 43 s)."""
-    prefix = checkpoint.model.name + "/"
-    return {v.name.removeprefix(prefix).removesuffix(":0"): v for v in checkpoint.model.weights}
-
-
 def layer_norm(x: tf.Tensor, weights: dict, name: str, epsilon: float = 1e-5) -> tf.Tensor:
     mean = tf.reduce_mean(x, axis=-1, keepdims=True)
     variance = tf.reduce_mean(tf.math.squared_difference(x, mean), axis=-1, keepdims=True)

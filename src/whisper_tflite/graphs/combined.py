@@ -38,7 +38,7 @@ class Decoder(GraphModule):
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "Decoder":
         return cls(DecoderStep.from_checkpoint(checkpoint), checkpoint.suppress_tokens,
-                   checkpoint.begin_suppress_tokens, checkpoint.special_tokens.eot, checkpoint.model.config.vocab_size)
+                   checkpoint.begin_suppress_tokens, checkpoint.special_tokens.eot, checkpoint.config.vocab_size)
 
     @property
     def input_signature(self):
@@ -168,13 +168,13 @@ class Generator(GraphModule):
         super().__init__()
         self.model = checkpoint.model
         self.n_mels = checkpoint.n_mels
-        self.n_vocab = checkpoint.model.config.vocab_size
+        self.n_vocab = checkpoint.config.vocab_size
         self.prompt_width = 4 if checkpoint.multilingual else 2
         self.config = copy.deepcopy(checkpoint.generation_config)
         self.config.forced_decoder_ids = None
         self.config.suppress_tokens = None
         self.config.begin_suppress_tokens = None
-        self.config.max_length = checkpoint.model.config.max_target_positions
+        self.config.max_length = checkpoint.config.max_target_positions
         self.suppress_bias = _bias(checkpoint.suppress_tokens, self.n_vocab)
         self.begin_bias = _bias(checkpoint.begin_suppress_tokens, self.n_vocab)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .base import (NEG_INF, GraphModule, attend, dense, layer_norm, merge_heads, mix_values, mlp, query_keys, split_heads,
-                   weights_of)
+from .base import (NEG_INF, GraphModule, attend, dense, layer_norm, merge_heads, mix_values, mlp, query_keys,
+                   split_heads)
 
 
 class DecoderStep(GraphModule):
@@ -34,7 +34,7 @@ class DecoderStep(GraphModule):
 
     @classmethod
     def from_checkpoint(cls, checkpoint, n_tokens: int = 1) -> "DecoderStep":
-        return cls(weights_of(checkpoint), checkpoint.model.config, n_tokens)
+        return cls(checkpoint.variables, checkpoint.config, n_tokens)
 
     @property
     def cache_shape(self) -> list[int]:
@@ -136,7 +136,7 @@ class DecoderPrefill(DecoderStep):
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "DecoderPrefill":
-        return cls(weights_of(checkpoint), checkpoint.model.config)
+        return cls(checkpoint.variables, checkpoint.config)
 
     @property
     def input_signature(self):
@@ -162,7 +162,7 @@ class DecoderBatchStep(DecoderStep):
 
     @classmethod
     def from_checkpoint(cls, checkpoint, batch: int = 5) -> "DecoderBatchStep":
-        return cls(weights_of(checkpoint), checkpoint.model.config, batch)
+        return cls(checkpoint.variables, checkpoint.config, batch)
 
     @property
     def cache_shape(self) -> list[int]:
@@ -229,7 +229,7 @@ class DecoderAlignment(DecoderStep):
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "DecoderAlignment":
-        return cls(weights_of(checkpoint), checkpoint.model.config, checkpoint.alignment_heads)
+        return cls(checkpoint.variables, checkpoint.config, checkpoint.alignment_heads)
 
     @property
     def input_signature(self):

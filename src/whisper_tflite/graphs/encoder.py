@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .base import GraphModule, attend, dense, layer_norm, merge_heads, mlp, split_heads, weights_of
+from .base import GraphModule, attend, dense, layer_norm, merge_heads, mlp, split_heads
 
 
 class Encoder(GraphModule):
@@ -29,7 +29,7 @@ class Encoder(GraphModule):
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "Encoder":
-        return cls(weights_of(checkpoint), checkpoint.model.config)
+        return cls(checkpoint.variables, checkpoint.config)
 
     @property
     def input_signature(self):

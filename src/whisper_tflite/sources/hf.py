@@ -6,23 +6,25 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import SourceError
-from .checkpoint import WhisperCheckpoint
+from .checkpoint import WhisperCheckpoint, check_weights, pytorch_name, weight_shapes
 
 
-# What fine-tunes ship: safetensors in PyTorch's layout, whole or in shards listed by an index. They are read here
-# and mapped by transformers' own PyTorch -> TF rules (names, transposes) without torch; transformers' loader for
-# them iterates a safetensors archive, which safetensors 0.7 cannot. Only pytorch_model.bin, a pickle, needs torch.
+# What fine-tunes ship: safetensors in PyTorch's layout, whole or in shards listed by an index. They are read here,
+# without torch and without transformers' TF model classes (which transformers 5 removed), into the weights'
+# TF paths and layouts (`checkpoint.weight_shapes`). Only pytorch_model.bin, a pickle, needs torch.
 WEIGHT_FILES = ("tf_model.h5", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def load_hf_checkpoint(source: str) -> WhisperCheckpoint:
     """Loads TF weights, else safetensors (PyTorch or TF layout, sharded or not, any float type), else
     pytorch_model.bin (which needs torch). Every weight of the model must come from the files."""
-    from transformers import GenerationConfig, TFWhisperForConditionalGeneration, WhisperFeatureExtractor
-    from transformers import WhisperTokenizerFast
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperTokenizerFast
 
     folder = Path(source)
+    model = None
     try:
         if folder.is_dir():
             present = [name for name in WEIGHT_FILES if (folder / name).is_file()]
@@ -30,35 +32,50 @@ def load_hf_checkpoint(source: str) -> WhisperCheckpoint:
                 raise SourceError(f"{source} holds no weights ({', '.join(WEIGHT_FILES)})")
             shards = _safetensors_files(folder)
             if "tf_model.h5" not in present and shards and _layout(shards[0]) == "pt":
-                model, info = _from_pytorch_safetensors(folder, shards)
+                config = WhisperConfig.from_pretrained(folder)
+                arrays = _from_pytorch_safetensors(source, shards, config)
             elif present == ["pytorch_model.bin"] and importlib.util.find_spec("torch") is None:
                 raise SourceError(f"{source}: pytorch_model.bin is a PyTorch pickle, which needs torch; install it, "
                                   "or save the model as safetensors (save_pretrained(..., safe_serialization=True))")
             else:
-                model, info = TFWhisperForConditionalGeneration.from_pretrained(
-                    source, from_pt=present == ["pytorch_model.bin"], output_loading_info=True)
+                model = _from_pretrained(source, from_pt=present == ["pytorch_model.bin"])
         else:
             try:
-                model, info = TFWhisperForConditionalGeneration.from_pretrained(source, output_loading_info=True)
+                model = _from_pretrained(source, from_pt=False)
             except OSError:
-                model, info = TFWhisperForConditionalGeneration.from_pretrained(source, from_pt=True,
-                                                                                output_loading_info=True)
-        missing = sorted(info.get("missing_keys") or [])
-        if missing:  # they would keep their random initial values
-            raise SourceError(f"{source}: the weights lack {missing[0]}" +
-                              (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+                model = _from_pretrained(source, from_pt=True)
+        config = model.config if model is not None else config
         tokenizer = WhisperTokenizerFast.from_pretrained(source)
         feature_extractor = WhisperFeatureExtractor.from_pretrained(source)
         try:
-            model.generation_config = GenerationConfig.from_pretrained(source)
-        except OSError:
-            pass  # older checkpoints keep their generation settings in config.json
+            generation_config = GenerationConfig.from_pretrained(source)
+        except OSError:  # older checkpoints keep their generation settings in config.json
+            generation_config = GenerationConfig.from_model_config(config)
     except SourceError:
         raise
     except (OSError, ValueError, EnvironmentError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SourceError(f"cannot load the Hugging Face model {source!r}: {first_line}") from None
-    return WhisperCheckpoint(model, tokenizer, feature_extractor, model.generation_config, source)
+    if model is not None:
+        return WhisperCheckpoint.of_model(model, tokenizer, feature_extractor, generation_config, source)
+    return WhisperCheckpoint(config, tokenizer, feature_extractor, generation_config, source, arrays=arrays)
+
+
+def _from_pretrained(source: str, from_pt: bool):
+    """transformers' TF model from tf_model.h5, pytorch_model.bin (with torch) or the hub; missing weights, which
+    it would leave at their random initial values, are refused."""
+    from transformers import TFWhisperForConditionalGeneration
+
+    model, info = TFWhisperForConditionalGeneration.from_pretrained(source, from_pt=from_pt,
+                                                                    output_loading_info=True)
+    _refuse_missing(source, sorted(info.get("missing_keys") or []))
+    return model
+
+
+def _refuse_missing(source: str, missing: list[str]) -> None:
+    if missing:
+        raise SourceError(f"{source}: the weights lack {missing[0]}" +
+                          (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
 
 
 def _safetensors_files(folder: Path) -> list[Path]:
@@ -76,20 +93,30 @@ def _layout(path: Path) -> str | None:
         return (archive.metadata() or {}).get("format")
 
 
-def _from_pytorch_safetensors(folder: Path, files: list[Path]):
-    """(model, loading info) from PyTorch-layout safetensors, as float32 whatever the stored type (bfloat16
-    included, through TensorFlow, since numpy has no bfloat16)."""
+def _from_pytorch_safetensors(source: str, files: list[Path], config) -> dict[str, np.ndarray]:
+    """The weights of PyTorch-layout safetensors at their TF paths and layouts (Linear [out, in] -> kernel
+    [in, out], Conv1d [out, in, width] -> [width, in, out]), float32 whatever the stored type (bfloat16 included,
+    through TensorFlow, since numpy has no bfloat16). Read one tensor at a time: one float32 copy in all."""
     import tensorflow as tf
     from safetensors import safe_open
-    from transformers import TFWhisperForConditionalGeneration, WhisperConfig
-    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
-    state = {}
-    for path in files:
-        with safe_open(path, framework="tf") as archive:
-            state |= {key: tf.cast(archive.get_tensor(key), tf.float32).numpy() for key in archive.keys()}
-    model = TFWhisperForConditionalGeneration(WhisperConfig.from_pretrained(folder))
-    return load_pytorch_state_dict_in_tf2_model(model, state, allow_missing_keys=True, output_loading_info=True)
+    wanted = {pytorch_name(path): path for path in weight_shapes(config)}
+    arrays: dict[str, np.ndarray] = {}
+    for file in files:
+        with safe_open(file, framework="tf") as archive:
+            for key in archive.keys():
+                # WhisperModel's keys lack WhisperForConditionalGeneration's "model."; its proj_out.weight is the
+                # token embedding again (tied), as transformers' TF model reads it
+                path = wanted.get(key) or wanted.get(f"model.{key}")
+                if path is None:
+                    continue
+                value = tf.cast(archive.get_tensor(key), tf.float32).numpy()
+                if path.endswith("/kernel"):
+                    value = np.ascontiguousarray(value.transpose(2, 1, 0) if value.ndim == 3 else value.T)
+                arrays[path] = value
+    _refuse_missing(source, [name for name, path in wanted.items() if path not in arrays])
+    check_weights(arrays, config)
+    return arrays
 
 
 def save_hf_checkpoint(checkpoint: WhisperCheckpoint, folder: str | Path) -> Path:
