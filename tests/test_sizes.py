@@ -73,6 +73,7 @@ def test_shrunk_member_matches_reference(name, tmp_path, english_clip):
     size = SIZES[name].shrunk(2)
     folder = write_random_checkpoint(size, tmp_path / "checkpoint", seed=len(name), dtype="float16")  # as the hub
     checkpoint = load_whisper(str(folder))
+    assert {array.dtype for array in checkpoint.arrays.values()} == {np.dtype(np.float16)}  # as stored: half the bytes
     config = checkpoint.config
     assert (config.d_model, config.encoder_attention_heads, config.num_mel_bins, config.vocab_size) == \
         (size.d_model, size.heads, size.n_mels, size.n_vocab)

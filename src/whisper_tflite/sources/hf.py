@@ -95,8 +95,8 @@ def _layout(path: Path) -> str | None:
 
 def _from_pytorch_safetensors(source: str, files: list[Path], config) -> dict[str, np.ndarray]:
     """The weights of PyTorch-layout safetensors at their TF paths and layouts (Linear [out, in] -> kernel
-    [in, out], Conv1d [out, in, width] -> [width, in, out]), float32 whatever the stored type (bfloat16 included,
-    through TensorFlow, since numpy has no bfloat16). Read one tensor at a time: one float32 copy in all."""
+    [in, out], Conv1d [out, in, width] -> [width, in, out]): float16 as stored, any other type as float32
+    (bfloat16 through TensorFlow, since numpy has no bfloat16). Read one tensor at a time: one copy in all."""
     import tensorflow as tf
     from safetensors import safe_open
 
@@ -110,7 +110,8 @@ def _from_pytorch_safetensors(source: str, files: list[Path], config) -> dict[st
                 path = wanted.get(key) or wanted.get(f"model.{key}")
                 if path is None:
                     continue
-                value = tf.cast(archive.get_tensor(key), tf.float32).numpy()
+                tensor = archive.get_tensor(key)
+                value = (tensor if tensor.dtype == tf.float16 else tf.cast(tensor, tf.float32)).numpy()
                 if path.endswith("/kernel"):
                     value = np.ascontiguousarray(value.transpose(2, 1, 0) if value.ndim == 3 else value.T)
                 arrays[path] = value
