@@ -7,7 +7,8 @@ Each conversion and each runtime measurement runs in a child process of its own,
 own. Checkpoints are written once in float16 (as the hub ships the large models) to .cache/random-weights.
 
 Run: .venv/bin/python benchmarks/sizes.py [MEMBER ...] [--quantize none,fp16,dynamic-int8]
-     (default: large-v3-turbo large-v3). Prints the table and writes the "Sizes" section of docs/benchmarks.md.
+     (default: large-v3-turbo large-v3). Prints the table and writes the "Sizes" section of docs/benchmarks.md,
+     with the rows of earlier runs on the same machine that this one did not measure (kept in docs/sizes.json).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from run import KEPT_SECTIONS, machine, write_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "random-weights"
+RESULTS = REPO / "docs" / "sizes.json"
 ROLES = ("features", "encoder", "decoder_step")
 THREADS = 2
 SECTION = KEPT_SECTIONS[2]
@@ -115,6 +117,23 @@ def report(rows: list[dict], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(rows: list[dict], info: dict) -> list[dict]:
+    """This run's rows and, for the (member, quantization) pairs it did not measure, those of earlier runs on the
+    same machine (docs/sizes.json, rewritten), in the family's order."""
+    from whisper_tflite.conversion import QUANTIZATIONS
+    from whisper_tflite.sizes import SIZES
+
+    this_machine = {key: info[key] for key in ("cpu", "cores", "simd")}
+    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    measured = {(row["member"], row["quantize"]) for row in rows}
+    kept = [row for row in saved.get("rows", []) if saved.get("machine") == this_machine
+            and (row["member"], row["quantize"]) not in measured]
+    order = list(SIZES)
+    rows = sorted(kept + rows, key=lambda row: (order.index(row["member"]), QUANTIZATIONS.index(row["quantize"])))
+    RESULTS.write_text(json.dumps({"machine": this_machine, "rows": rows}, indent=1) + "\n")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("members", nargs="*", default=["large-v3-turbo", "large-v3"])
@@ -138,7 +157,8 @@ def main() -> None:
                                     "runtime_rss_mb": ran["peak_rss_mb"]}))
             shutil.rmtree(out, ignore_errors=True)
             print(json.dumps(rows[-1]), flush=True)
-    text = report(rows, machine())
+    info = machine()
+    text = report(merged(rows, info), info)
     print(text)
     write_report(section=text)
 
