@@ -105,8 +105,8 @@ def _from_pytorch_safetensors(source: str, files: list[Path], config) -> dict[st
     for file in files:
         with safe_open(file, framework="tf") as archive:
             for key in archive.keys():
-                # WhisperModel's keys lack WhisperForConditionalGeneration's "model."; its proj_out.weight is the
-                # token embedding again (tied), as transformers' TF model reads it
+                # A bare WhisperModel's keys lack "model."; proj_out.weight is the token embedding again (tied),
+                # which the TF model does not hold twice
                 path = wanted.get(key) or wanted.get(f"model.{key}")
                 if path is None:
                     continue
