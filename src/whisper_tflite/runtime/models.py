@@ -116,10 +116,10 @@ class TfliteStepper:
         # audio under 30 s has none, and never pays for its memory (about 80 MB on base).
         self.use_prefill = "prefill" in bundle.models
         self.prefiller: LiteRtModel | None = None
-        self._prefiller_has_audio = False
         self.bundle, self.threads = bundle, threads
         self.aligner: LiteRtModel | None = None  # loaded at the first word timestamps: its arena is large
-        self.aligned = False  # whether the aligner holds the begun window's cross K/V
+        # The models loaded on demand (prefill, aligner, batch decoder) that hold the begun window's cross K/V
+        self._holding_audio: set[LiteRtModel] = set()
         self.n_ctx = bundle.manifest["dims"]["n_text_ctx"]
         layers = bundle.manifest["dims"]["decoder_layers"]
         self.rows = {f"new_{kv}_{i}": f"self_{kv}_{i}" for i in range(layers) for kv in "kv"}
@@ -138,7 +138,6 @@ class TfliteStepper:
             if batched is not None else 1
         self._zero_caches(self.decoder)
         self.offset = 0
-        self._batch_has_audio = False
 
     def log_mel(self, window: np.ndarray) -> np.ndarray:
         """[1, n_mels, 3000] of up to 30 s of samples, zero-padded and normalized on their own (Hugging Face's
@@ -173,10 +172,15 @@ class TfliteStepper:
             if name.startswith("cross_"):
                 cross = self.encoder.output(name)
                 self.decoder.set(**{name: cross})
-        self.aligned = False
-        self._prefiller_has_audio = False  # set at the first prompt: a window without one never pays for the copy
-        self._batch_has_audio = False  # set at the first fork: greedy windows never pay for the copy
+        self._holding_audio.clear()  # each gets it at its first use: a window that never needs one never pays
         self.reset()
+
+    def _give_audio(self, model: LiteRtModel) -> None:
+        """The begun window's cross K/V, from the encoder's outputs (they stay until it encodes the next window),
+        into a model loaded on demand, once a window."""
+        if model not in self._holding_audio:
+            model.set(**{name: self.encoder.output(name) for name in model.inputs if name.startswith("cross_")})
+            self._holding_audio.add(model)
 
     def reset(self) -> None:
         """A new sequence: the offset masks every cache slot, so stale rows need no clearing."""
@@ -194,9 +198,7 @@ class TfliteStepper:
         width = self.prefiller.input_shapes["tokens"][-1]
         if self.offset != 0 or len(tokens) > width:
             raise IndexError(f"a prefill takes at most {width} tokens, from the first position")
-        if not self._prefiller_has_audio:
-            self.prefiller.set(**{name: self.encoder.output(name) for name in self.prefiller.inputs if name != "tokens"})
-            self._prefiller_has_audio = True
+        self._give_audio(self.prefiller)
         padded = np.full([1, width], tokens[-1], np.int32)
         padded[0, : len(tokens)] = tokens
         self.prefiller.run(tokens=padded)
@@ -205,16 +207,13 @@ class TfliteStepper:
 
     def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
         """[heads, width, 1500], or None if the tokens are more than the width; rows past `tokens` see end-of-text
-        padding. The cross K/V go into the aligner only when words are asked for, from the encoder's outputs, which
-        stay until it encodes the next window."""
+        padding. The cross K/V go into the aligner only when words are asked for."""
         if self.aligner is None:
             self.aligner = LiteRtModel(self.bundle, "alignment", self.threads)
         width = self.aligner.input_shapes["tokens"][-1]
         if len(tokens) > width:
             return None
-        if not self.aligned:
-            self.aligner.set(**{name: self.encoder.output(name) for name in self.aligner.inputs if name != "tokens"})
-            self.aligned = True
+        self._give_audio(self.aligner)
         padded = np.full([1, width], tokens[-1], np.int32)
         padded[0, : len(tokens)] = tokens
         self.aligner.run(tokens=padded)
@@ -245,10 +244,7 @@ class TfliteStepper:
         if self.batch_decoder is None:
             self.batch_decoder = LiteRtModel(self.bundle, "decoder_batch", self.threads)
             self._zero_caches(self.batch_decoder)
-        if not self._batch_has_audio:
-            self.batch_decoder.set(**{name: self.encoder.output(name) for name in self.encoder.outputs
-                                      if name.startswith("cross_")})
-            self._batch_has_audio = True
+        self._give_audio(self.batch_decoder)
         for cache in self.rows.values():
             self.batch_decoder.input_view(cache)[:, :, : self.offset] = self.decoder.input_view(cache)[:, : self.offset]
 
