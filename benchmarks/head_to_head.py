@@ -11,31 +11,15 @@ Run: .venv/bin/python benchmarks/head_to_head.py [--models tiny.en,base] [--roun
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
-from run import CACHE, Worker, choose_clips, long_recording, machine
-
-
-def default_bundle(model: str):
-    """run.py's cached default bundle of `model` (converted if missing or of another format)."""
-    from whisper_tflite.bundle import FORMAT_VERSION
-    from whisper_tflite.conversion import convert
-
-    bundle = CACHE / model / "tflite-dynamic-int8"
-    manifest = bundle / "manifest.json"
-    if not manifest.is_file() or json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
-        convert(model, bundle, force=True)
-    return bundle
+from run import Worker, cached_bundle, choose_clips, ct2_folder, long_recording, machine
 
 
 def compare(model: str, rounds: int, threads: int, beam_size: int) -> None:
-    from whisper_tflite.sources import bundled_ct2_folder
-
     clips = choose_clips(model)
-    ct2 = bundled_ct2_folder(model, CACHE / "ct2")
-    workers = [Worker("whisper-tflite default", "tflite", default_bundle(model), threads, 0, beam_size),
-               Worker("faster-whisper int8", "faster-whisper-int8", ct2, threads, 0, beam_size)]
+    workers = [Worker("whisper-tflite default", "tflite", cached_bundle(model, "dynamic-int8"), threads, 0, beam_size),
+               Worker("faster-whisper int8", "faster-whisper-int8", ct2_folder(model), threads, 0, beam_size)]
     clip_walls = {w.name: [] for w in workers}
     long_walls = {w.name: [] for w in workers}
     long_path, recording = long_recording()

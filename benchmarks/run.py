@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -184,37 +183,43 @@ def _folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 1e6
 
 
+def cached_bundle(model: str, quantize: str) -> Path:
+    """.cache/bench/MODEL/tflite-QUANTIZE, converted if it is missing or of another bundle format."""
+    from whisper_tflite.bundle import FORMAT_VERSION
+    from whisper_tflite.conversion import convert
+
+    bundle = CACHE / model / f"tflite-{quantize}"
+    manifest = bundle / "manifest.json"
+    if not manifest.is_file() or json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
+        convert(model, bundle, quantize=quantize, force=True)
+    return bundle
+
+
+def ct2_folder(model: str) -> Path:
+    """The CTranslate2 folder faster-whisper loads for a bundled model (its parts joined once, in the cache)."""
+    from whisper_tflite.sources import bundled_ct2_folder
+
+    return bundled_ct2_folder(model, CACHE / "ct2")
+
+
 def prepare(model: str) -> list[tuple[str, str, Path, int]]:
     """Converts the bundles, exports ggml, lays out the CTranslate2 folder; cached in .cache/bench. Each system
     greedy; the default bundle, faster-whisper int8 and whisper.cpp also with beam 5 (each system's default)."""
-    from whisper_tflite.bundle import FORMAT_VERSION
-    from whisper_tflite.conversion import DEFAULT_POLICY, convert
-    from whisper_tflite.sources import _bundled_files, load_whisper
+    from whisper_tflite.conversion import DEFAULT_POLICY
+    from whisper_tflite.sources import load_whisper
     from whisper_tflite.sources.ggml import save_ggml
 
     folder = CACHE / model
     folder.mkdir(parents=True, exist_ok=True)
     systems = []
     for quantize in QUANTIZATIONS:
-        bundle = folder / f"tflite-{quantize}"
-        manifest = bundle / "manifest.json"
-        if not manifest.is_file() or json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
-            convert(model, bundle, quantize=quantize, force=True)
+        bundle = cached_bundle(model, quantize)
         default = all(DEFAULT_POLICY[r] == ("none" if r == "features" else quantize)
                       for r in ("features", "encoder", "decoder_step"))
         systems.append((f"whisper-tflite {quantize}" + (" (default)" if default else ""), "tflite", bundle, 1))
         if default:
             beam_bundle = bundle
-    ct2 = folder / "ct2"
-    if not (ct2 / "model.bin").is_file():
-        source_folder, parts = _bundled_files(model)
-        ct2.mkdir(exist_ok=True)
-        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-            shutil.copy(source_folder / name, ct2 / name)
-        with open(ct2 / "model.bin.partial", "wb") as out:
-            for part in parts:
-                out.write(part.read_bytes())
-        (ct2 / "model.bin.partial").rename(ct2 / "model.bin")
+    ct2 = ct2_folder(model)
     ggml = folder / "ggml-model.bin"
     if not ggml.is_file():
         save_ggml(load_whisper(model), ggml)
