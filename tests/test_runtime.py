@@ -43,7 +43,8 @@ def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")
 def test_model_files_are_not_resident_twice(default_bundle, english_clips):
     """XNNPACK packs the weights into memory of its own; the memory-mapped files' pages are then dropped, and only
-    the few a later call reads come back. A clip under 30 s has no prompt: the prefill model is never loaded."""
+    the few a later call reads come back. A clip under 30 s has no prompt: the prefill model is never loaded, and
+    with no text to encode neither is the tokenizers library's tokenizer."""
     script = textwrap.dedent(f"""
         import json, os
         from whisper_tflite import Transcriber
@@ -57,6 +58,7 @@ def test_model_files_are_not_resident_twice(default_bundle, english_clips):
             elif fields[0] == "Rss:" and mapping:
                 resident[mapping] = resident.get(mapping, 0) + int(fields[1]) * 1024
         print(json.dumps({{"text": text, "prefill_loaded": transcriber.stepper.prefiller is not None,
+                          "encoder_built": transcriber.tokenizer._encoder is not None,
                           "resident": {{p: [n, os.path.getsize(p)] for p, n in resident.items()}}}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -64,11 +66,30 @@ def test_model_files_are_not_resident_twice(default_bundle, english_clips):
     report = json.loads(done.stdout.splitlines()[-1])
     print(report["resident"])
     assert "ask not what your country can do for you" in report["text"]
-    assert not report["prefill_loaded"]
+    assert not report["prefill_loaded"] and not report["encoder_built"]
     assert {Path(p).name for p in report["resident"]} == {"features.tflite", "encoder.tflite", "decoder_step.tflite",
                                                           "decoder_batch.tflite"}  # beam 5 by default
     resident, size = (sum(pair[i] for pair in report["resident"].values()) for i in (0, 1))
     assert resident < 0.35 * size  # all of each file was read once, when XNNPACK packed it
+
+
+@pytest.mark.parametrize("vocabulary", ["tiny.en", "base"])
+def test_token_table_decodes_as_the_tokenizers_library(vocabulary, tiny_bundle):
+    """The runtime decodes from a table of token bytes; the `tokenizers` library is the oracle: every ordinary
+    token alone, and random sequences (which split UTF-8 characters between tokens), give the same text."""
+    from tokenizers import Tokenizer
+
+    from whisper_tflite.sources import bundled_folder
+    from whisper_tflite.tokens import WhisperTokenizer
+
+    path = tiny_bundle / "tokenizer.json" if vocabulary == "tiny.en" else bundled_folder("base") / "tokenizer.json"
+    ours, library = WhisperTokenizer.from_file(path, vocabulary == "base"), Tokenizer.from_file(str(path))
+    eot = ours.special.eot
+    rng = np.random.default_rng(0)
+    sequences = [[t] for t in range(eot)] + [rng.integers(0, eot, rng.integers(2, 9)).tolist() for _ in range(5000)]
+    mismatches = [s for s in sequences if ours.decode(s) != library.decode(s, skip_special_tokens=False)]
+    assert not mismatches, mismatches[:5]
+    assert ours.special == WhisperTokenizer.from_tokenizer(library, vocabulary == "base").special
 
 
 @pytest.mark.parametrize("bundle, compute_type, excess",

@@ -96,7 +96,7 @@ def test_shrunk_member_matches_reference(name, tmp_path, english_clip):
 
     # The decoder step teacher-forced over the prompt and random text tokens: the same choice at every position.
     rng = np.random.default_rng(0)
-    tokenizer = WhisperTokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
+    tokenizer = WhisperTokenizer.from_tokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
     prompt = tokenizer.prompt("en", "transcribe", timestamps=False)
     tokens = prompt + [int(t) for t in rng.integers(0, tokenizer.special.eot, TEACHER_FORCED - len(prompt))]
     ours = np.stack([stepper.step(token) for token in tokens])

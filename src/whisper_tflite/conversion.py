@@ -293,7 +293,7 @@ def _s4y_prompt(checkpoint, language: str | None) -> tuple[str, list[int]]:
     model does not know it, and what whisper-s4y forces: the runtime's prompt to transcribe it, no timestamps."""
     from .tokens import WhisperTokenizer
 
-    tokenizer = WhisperTokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
+    tokenizer = WhisperTokenizer.from_tokenizer(checkpoint.tokenizer.backend_tokenizer, checkpoint.multilingual)
     code = tokenizer.language_code(language) if language is not None else None
     if not tokenizer.multilingual:
         if code not in (None, "en"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,6 +133,16 @@ TO_LANGUAGE_CODE = {
 }
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet, which Whisper's vocabulary is written in: printable bytes stand for
+    themselves, the others for the characters from U+0100 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
+_BYTE_OF_CHARACTER = {character: byte for byte, character in _bytes_to_unicode().items()}
 _LANGUAGE_TOKEN = re.compile(r"^<\|([a-z]{2,3})\|>$")
 TIMESTAMP_STEP = 0.02  # seconds per timestamp token
 
@@ -186,19 +197,38 @@ class SpecialTokens:
 
 
 class WhisperTokenizer:
-    """Text <-> token ids with the model's own `tokenizer.json`, plus Whisper's prompt conventions."""
+    """Text <-> token ids with the model's own `tokenizer.json`, plus Whisper's prompt conventions.
 
-    def __init__(self, tokenizer: Tokenizer, multilingual: bool):
-        self.tokenizer = tokenizer
+    Decoding, which every window needs, joins each ordinary token's bytes from a table (2 MB). The `tokenizers`
+    library's tokenizer takes 30 MB resident for Whisper's vocabulary, a tenth of tiny.en's runtime peak, and is
+    built only when text is encoded (an initial prompt)."""
+
+    def __init__(self, vocabulary: dict[str, int], multilingual: bool, load: Callable[[], Tokenizer]):
+        """`vocabulary`: every token's byte-level string (added tokens included) -> id; `load` builds the encoder."""
         self.multilingual = multilingual
-        self.special = SpecialTokens.from_lookup(tokenizer.token_to_id, tokenizer.id_to_token)
+        self.special = SpecialTokens.from_lookup(vocabulary.get, {i: t for t, i in vocabulary.items()}.get)
+        self._pieces = [b""] * self.special.eot
+        for token, token_id in vocabulary.items():
+            if token_id < self.special.eot:
+                self._pieces[token_id] = bytes(_BYTE_OF_CHARACTER[c] for c in token)
+        self._load = load
+        self._encoder: Tokenizer | None = None
 
     @classmethod
     def from_file(cls, path: str | Path, multilingual: bool) -> "WhisperTokenizer":
         try:
-            return cls(Tokenizer.from_file(str(path)), multilingual)
-        except Exception as e:  # tokenizers raises a bare Exception for unreadable JSON
+            spec = json.loads(Path(path).read_text(encoding="utf-8"))
+            vocabulary = {**spec["model"]["vocab"], **{t["content"]: t["id"] for t in spec["added_tokens"]}}
+            decoder = spec["decoder"]["type"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise BundleError(f"cannot read the tokenizer {path}: {e}") from None
+        if decoder != "ByteLevel":
+            raise BundleError(f"{path} is not Whisper's byte-level BPE tokenizer (its decoder is {decoder})")
+        return cls(vocabulary, multilingual, lambda: Tokenizer.from_file(str(path)))
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer, multilingual: bool) -> "WhisperTokenizer":
+        return cls(tokenizer.get_vocab(with_added_tokens=True), multilingual, lambda: tokenizer)
 
     @property
     def languages(self) -> list[str]:
@@ -222,8 +252,13 @@ class WhisperTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ordinary text (an initial prompt), without special tokens."""
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        if self._encoder is None:
+            self._encoder = self._load()
+        return self._encoder.encode(text, add_special_tokens=False).ids
 
     def decode(self, token_ids: Iterable[int]) -> str:
-        """Text of the ordinary tokens only (control and timestamp tokens dropped)."""
-        return self.tokenizer.decode([t for t in token_ids if t < self.special.eot], skip_special_tokens=False)
+        """Text of the ordinary tokens only (control and timestamp tokens dropped); bytes that are not whole UTF-8
+        characters become U+FFFD, as in the `tokenizers` library's byte-level decoder."""
+        pieces = self._pieces
+        eot = self.special.eot
+        return b"".join(pieces[t] for t in token_ids if t < eot).decode("utf-8", errors="replace")

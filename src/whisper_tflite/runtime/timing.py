@@ -103,12 +103,12 @@ def split_to_word_tokens(tokenizer: WhisperTokenizer, tokens: list[int], languag
 
 def _split_on_unicode(tokenizer: WhisperTokenizer, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
     """Splits where the tokens so far decode to whole characters (a token may hold part of a UTF-8 sequence)."""
-    decode = tokenizer.tokenizer.decode
-    full = decode(tokens, skip_special_tokens=False)
+    decode = tokenizer.decode
+    full = decode(tokens)
     words, word_tokens, current, offset = [], [], [], 0
     for token in tokens:
         current.append(token)
-        decoded = decode(current, skip_special_tokens=False)
+        decoded = decode(current)
         broken = decoded.find("\ufffd")
         if broken < 0 or (offset + broken < len(full) and full[offset + broken] == "\ufffd"):
             words.append(decoded)
