@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 from pathlib import Path
 
@@ -65,8 +66,34 @@ class LiteRtModel:
         """The input's own buffer, to change in place; valid until the next call (never kept across one)."""
         return self.interpreter.tensor(self.inputs[name])()
 
+    def release(self, name: str) -> None:
+        """Gives back the memory of an input or output whose contents are no longer needed; it reads as zeros
+        until written again."""
+        release_pages(self.interpreter.tensor({**self.inputs, **self.outputs}[name])())
+
 
 MADV_DONTNEED = 4  # the same value on every Linux architecture
+
+
+def _madvise_dontneed(start: int, end: int) -> None:
+    """Takes pages [start, end) out of this process's resident memory. Linux and Android only; elsewhere
+    nothing."""
+    try:
+        madvise = ctypes.CDLL(None).madvise
+    except (OSError, AttributeError):
+        return
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise(start, end - start, MADV_DONTNEED)
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drops the whole pages of a contiguous array's buffer: private memory, so they come back as zeros at the
+    next touch. The pages it shares with its neighbours stay."""
+    page = mmap.PAGESIZE
+    start = -(-array.ctypes.data // page) * page
+    end = (array.ctypes.data + array.nbytes) // page * page
+    if end > start:
+        _madvise_dontneed(start, end)
 
 
 def release_file_pages(path: Path) -> None:
@@ -75,21 +102,19 @@ def release_file_pages(path: Path) -> None:
     The interpreter memory-maps the file, and XNNPACK, when the model is prepared, packs the weights of the ops
     it runs into memory of its own: from then on every such weight would be resident twice (140 MB of base's
     files). Afterwards only the ops XNNPACK leaves to TFLite (the token embedding's gather) read the file, and the
-    kernel maps those pages back from its page cache when they do. Linux and Android only; elsewhere nothing.
+    kernel maps those pages back from its page cache when they do.
     """
     try:
         with open("/proc/self/maps") as maps:
             lines = maps.readlines()
-        madvise = ctypes.CDLL(None).madvise
-    except (OSError, AttributeError):
+    except OSError:
         return
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     target = os.path.realpath(path)
     for line in lines:
         fields = line.split(maxsplit=5)
         if len(fields) == 6 and fields[5].rstrip("\n") == target:
             start, end = (int(address, 16) for address in fields[0].split("-"))
-            madvise(start, end - start, MADV_DONTNEED)  # a read-only shared mapping: nothing can be lost
+            _madvise_dontneed(start, end)  # a read-only shared mapping: nothing can be lost
 
 
 CONTEXT_FRAMES = 2  # a frame spans n_fft = 400 samples: 1.25 hops either side of its centre
@@ -124,6 +149,7 @@ class TfliteStepper:
         layers = bundle.manifest["dims"]["decoder_layers"]
         self.rows = {f"new_{kv}_{i}": f"self_{kv}_{i}" for i in range(layers) for kv in "kv"}
         caches = {name: shape for name, shape in self.decoder.input_shapes.items() if name.startswith("self_")}
+        self.cross_names = [name for name in self.decoder.inputs if name.startswith("cross_")]
         vocabulary = self.decoder.output_shapes["logits"][-1]
         if set(caches) != set(self.rows.values()) or any(shape[1] != self.n_ctx for shape in caches.values()) or \
                 vocabulary != bundle.manifest["dims"]["n_vocab"]:
@@ -166,20 +192,26 @@ class TfliteStepper:
         return normalize_log_mel(log10_mel, float(log10_mel.max()))
 
     def begin(self, log_mel: np.ndarray) -> None:
-        """Encodes a log-mel window [1, n_mels, 3000] and loads its cross K/V into the decoders."""
+        """Encodes a log-mel window [1, n_mels, 3000] and loads its cross K/V into decoder_step.
+
+        decoder_step's copy is the window's only one until a model loaded on demand takes its own: the encoder's
+        outputs are given back once copied, and the decoders' stale copies before the encoder runs (37 MB each on
+        base)."""
+        for model in (self.decoder, *self._holding_audio):
+            for name in self.cross_names:
+                model.release(name)
         self.encoder.run(log_mel=log_mel)
-        for name in self.encoder.outputs:
-            if name.startswith("cross_"):
-                cross = self.encoder.output(name)
-                self.decoder.set(**{name: cross})
+        for name in self.cross_names:  # one layer at a time
+            self.decoder.set(**{name: self.encoder.output(name)})
+            self.encoder.release(name)
         self._holding_audio.clear()  # each gets it at its first use: a window that never needs one never pays
         self.reset()
 
     def _give_audio(self, model: LiteRtModel) -> None:
-        """The begun window's cross K/V, from the encoder's outputs (they stay until it encodes the next window),
-        into a model loaded on demand, once a window."""
+        """The begun window's cross K/V, from decoder_step's inputs, into a model loaded on demand, once a window."""
         if model not in self._holding_audio:
-            model.set(**{name: self.encoder.output(name) for name in model.inputs if name.startswith("cross_")})
+            for name in self.cross_names:
+                model.set(**{name: self.decoder.input_view(name)})
             self._holding_audio.add(model)
 
     def reset(self) -> None:
