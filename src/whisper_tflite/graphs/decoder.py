@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .base import (NEG_INF, GraphModule, attend, dense, layer_norm, merge_heads, mix_values, mlp, query_keys,
-                   split_heads)
+from .base import (NEG_INF, GraphModule, attend, attend_in_chunks, dense, layer_norm, merge_heads, mix_values, mlp,
+                   query_keys, split_heads)
+
+CROSS_QUERY_ROWS = 112  # of the prefill's cross-attention scores [heads, 224, 1500]: half alive at a time
 
 
 class DecoderStep(GraphModule):
@@ -88,7 +90,7 @@ class DecoderStep(GraphModule):
             x = x + dense(merge_heads(attended), w, f"{p}/self_attn/out_proj")
             h = layer_norm(x, w, f"{p}/encoder_attn_layer_norm")
             q = split_heads(dense(h, w, f"{p}/encoder_attn/q_proj"), self.heads)
-            cross = attend(q, inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"])
+            cross = attend_in_chunks(q, inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"], CROSS_QUERY_ROWS)
             x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
             x = mlp(x, w, p)
         return outputs, x

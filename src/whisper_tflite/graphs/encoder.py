@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .base import GraphModule, attend, dense, layer_norm, merge_heads, mlp, split_heads
+from .base import GraphModule, attend_in_chunks, dense, layer_norm, merge_heads, mlp, split_heads
+
+
+QUERY_ROWS = 300  # of the self-attention's [heads, 1500, 1500] scores: 1/5 of them alive at a time
 
 
 class Encoder(GraphModule):
@@ -45,7 +48,7 @@ class Encoder(GraphModule):
             p = f"model/encoder/layers.{i}"
             h = layer_norm(x, w, f"{p}/self_attn_layer_norm")
             q, k, v = (split_heads(dense(h, w, f"{p}/self_attn/{n}_proj"), self.heads) for n in "qkv")
-            x = x + dense(merge_heads(attend_in_chunks(q, k, v)), w, f"{p}/self_attn/out_proj")
+            x = x + dense(merge_heads(attend_in_chunks(q, k, v, QUERY_ROWS)), w, f"{p}/self_attn/out_proj")
             x = mlp(x, w, p)
         hidden = layer_norm(x, w, "model/encoder/layer_norm")
         return {"hidden": tf.reshape(hidden, [1, *hidden.shape]), **self.cross(hidden)}
@@ -58,23 +61,6 @@ class Encoder(GraphModule):
             outputs[f"cross_k_{i}"] = split_heads(dense(hidden, self.w, f"{p}/k_proj"), self.decoder_heads)
             outputs[f"cross_v_{i}"] = split_heads(dense(hidden, self.w, f"{p}/v_proj"), self.decoder_heads)
         return outputs
-
-
-QUERY_ROWS = 300  # queries whose attention scores are computed at a time
-
-
-def attend_in_chunks(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
-    """Self-attention QUERY_ROWS queries at a time. The scores [heads, rows, 1500] and their softmax are the
-    encoder's largest tensors; a chunk's are dead before the next chunk's exist, so the arena holds one chunk's
-    (base: 14 MB each instead of 72 MB; tiny.en's encoder takes 40 MB less, in the same time). Each chunk waits
-    on the previous one's output: without that edge the converter schedules every chunk's product, then every
-    softmax, and they are all alive at once. Rows are independent, so the result is bit-identical."""
-    parts = []
-    for first in range(0, q.shape[1], QUERY_ROWS):
-        with tf.control_dependencies(parts[-1:]):
-            rows = tf.identity(q[:, first : first + QUERY_ROWS])
-        parts.append(attend(rows, k, v))
-    return tf.concat(parts, axis=1)
 
 
 # Added or dropped unit axes are reshapes, never `[0]` / `[tf.newaxis]`: those convert to STRIDED_SLICE with
