@@ -29,7 +29,8 @@ class LiteRtModel:
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
                 self.interpreter.allocate_tensors()
                 runner = self.interpreter.get_signature_runner()
-            release_file_pages(path)
+            self._file_pages = file_mappings(path)
+            self.release_file_pages()
         except (ValueError, RuntimeError) as e:
             reason = str(e).strip().splitlines()[0]
             needs = bundle.models[role].get("min_runtime_version")
@@ -66,6 +67,18 @@ class LiteRtModel:
         """The input's own buffer, to change in place; valid until the next call (never kept across one)."""
         return self.interpreter.tensor(self.inputs[name])()
 
+    def release_file_pages(self) -> None:
+        """Takes the model file's pages out of this process's resident memory.
+
+        The interpreter memory-maps the file, and XNNPACK, when the model is prepared, packs the weights of the
+        ops it runs into memory of its own: from then on every such weight would be resident twice (140 MB of
+        base's files). Afterwards only the ops XNNPACK leaves to TFLite (the token embedding's gather) read the
+        file, and the kernel maps those pages back from its page cache when they do, with their neighbours
+        (64 KB at a time): the tokens of a few windows map most of the table again.
+        """
+        for start, end in self._file_pages:
+            _madvise_dontneed(start, end)  # a read-only shared mapping: nothing can be lost
+
     def release(self, name: str) -> None:
         """Gives back the memory of an input or output whose contents are no longer needed; it reads as zeros
         until written again."""
@@ -96,25 +109,19 @@ def release_pages(array: np.ndarray) -> None:
         _madvise_dontneed(start, end)
 
 
-def release_file_pages(path: Path) -> None:
-    """Takes a loaded model file's pages out of this process's resident memory.
-
-    The interpreter memory-maps the file, and XNNPACK, when the model is prepared, packs the weights of the ops
-    it runs into memory of its own: from then on every such weight would be resident twice (140 MB of base's
-    files). Afterwards only the ops XNNPACK leaves to TFLite (the token embedding's gather) read the file, and the
-    kernel maps those pages back from its page cache when they do.
-    """
+def file_mappings(path: Path) -> list[tuple[int, int]]:
+    """The address ranges where this process maps the file (none where /proc is not there)."""
     try:
         with open("/proc/self/maps") as maps:
             lines = maps.readlines()
     except OSError:
-        return
-    target = os.path.realpath(path)
+        return []
+    target, ranges = os.path.realpath(path), []
     for line in lines:
         fields = line.split(maxsplit=5)
         if len(fields) == 6 and fields[5].rstrip("\n") == target:
-            start, end = (int(address, 16) for address in fields[0].split("-"))
-            _madvise_dontneed(start, end)  # a read-only shared mapping: nothing can be lost
+            ranges.append(tuple(int(address, 16) for address in fields[0].split("-")))
+    return ranges
 
 
 CONTEXT_FRAMES = 2  # a frame spans n_fft = 400 samples: 1.25 hops either side of its centre
@@ -200,6 +207,9 @@ class TfliteStepper:
         for model in (self.decoder, *self._holding_audio):
             for name in self.cross_names:
                 model.release(name)
+        for model in (self.decoder, self.prefiller, self.batch_decoder):  # what one window's tokens read stays
+            if model is not None:
+                model.release_file_pages()
         self.encoder.run(log_mel=log_mel)
         for name in self.cross_names:  # one layer at a time
             self.decoder.set(**{name: self.encoder.output(name)})
