@@ -112,6 +112,21 @@ def test_english_clips_match_faster_whisper(bundle, compute_type, excess, reques
     assert ours_wer <= theirs_wer + excess
 
 
+def test_initial_prompt_as_faster_whisper(tiny_bundle, clips, audio_cache, tiny_en_ct2):
+    """An initial prompt goes before the first window as previous text (encoded by the `tokenizers` library,
+    built at this first use): segments as faster-whisper's with the same prompt on the same weights."""
+    from whisper_tflite.evaluation import faster_whisper_transcribe
+
+    audio = audio_cache(next(c for c in clips if c.name == "en_jfk_whisper-cpp.wav"))
+    prompt = "President Kennedy's inaugural address, January 1961."
+    transcriber = Transcriber(tiny_bundle, threads=2)
+    ours = transcriber.transcribe(audio, beam_size=1, best_of=1, initial_prompt=prompt)
+    theirs = faster_whisper_transcribe(tiny_en_ct2, audio, "float32", initial_prompt=prompt)
+    assert transcriber.tokenizer._encoder is not None
+    assert [(s.text.strip(), s.start, s.end) for s in ours.segments] == \
+        [(s.text.strip(), round(s.start, 3), round(s.end, 3)) for s in theirs]
+
+
 def test_temperature_fallback_keeps_the_most_confident_attempt(tiny_bundle, clips, audio_cache, tiny_en_ct2):
     """With a compression-ratio threshold that no text meets, every temperature fails. faster-whisper's rule,
     seen in faster-whisper itself and in ours: the most confident attempt is kept (at least as confident as the

@@ -199,9 +199,9 @@ class SpecialTokens:
 class WhisperTokenizer:
     """Text <-> token ids with the model's own `tokenizer.json`, plus Whisper's prompt conventions.
 
-    Decoding, which every window needs, joins each ordinary token's bytes from a table (2 MB). The `tokenizers`
-    library's tokenizer takes 30 MB resident for Whisper's vocabulary, a tenth of tiny.en's runtime peak, and is
-    built only when text is encoded (an initial prompt)."""
+    Decoding, which every window needs, joins each ordinary token's bytes from a table (about 2 MB). The
+    `tokenizers` library's tokenizer took 30 MB resident for base's tokenizer.json, and is built only when text
+    is encoded (an initial prompt)."""
 
     def __init__(self, vocabulary: dict[str, int], multilingual: bool, load: Callable[[], Tokenizer]):
         """`vocabulary`: every token's byte-level string (added tokens included) -> id; `load` builds the encoder."""
@@ -220,11 +220,11 @@ class WhisperTokenizer:
             spec = json.loads(Path(path).read_text(encoding="utf-8"))
             vocabulary = {**spec["model"]["vocab"], **{t["content"]: t["id"] for t in spec["added_tokens"]}}
             decoder = spec["decoder"]["type"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise BundleError(f"cannot read the tokenizer {path}: {e}") from None
-        if decoder != "ByteLevel":
-            raise BundleError(f"{path} is not Whisper's byte-level BPE tokenizer (its decoder is {decoder})")
-        return cls(vocabulary, multilingual, lambda: Tokenizer.from_file(str(path)))
+            if decoder != "ByteLevel":
+                raise BundleError(f"{path} is not Whisper's byte-level BPE tokenizer (its decoder is {decoder})")
+            return cls(vocabulary, multilingual, lambda: Tokenizer.from_file(str(path)))
+        except (OSError, ValueError, KeyError, TypeError) as e:  # a character outside the byte alphabet: KeyError
+            raise BundleError(f"cannot read the tokenizer {path}: {type(e).__name__}: {e}") from None
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Tokenizer, multilingual: bool) -> "WhisperTokenizer":
