@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 from pathlib import Path
@@ -82,21 +83,31 @@ class LiteRtModel:
     def release(self, name: str) -> None:
         """Gives back the memory of an input or output whose contents are no longer needed; it reads as zeros
         until written again."""
-        release_pages(self.interpreter.tensor({**self.inputs, **self.outputs}[name])())
+        index = self.inputs[name] if name in self.inputs else self.outputs[name]
+        release_pages(self.interpreter.tensor(index)())
 
 
 MADV_DONTNEED = 4  # the same value on every Linux architecture
 
 
-def _madvise_dontneed(start: int, end: int) -> None:
-    """Takes pages [start, end) out of this process's resident memory. Linux and Android only; elsewhere
-    nothing."""
+@functools.cache
+def _libc_madvise():
+    """libc's madvise, looked up once (begin calls it for every cross K/V tensor of every window); None where
+    there is none."""
     try:
         madvise = ctypes.CDLL(None).madvise
     except (OSError, AttributeError):
-        return
+        return None
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise(start, end - start, MADV_DONTNEED)
+    return madvise
+
+
+def _madvise_dontneed(start: int, end: int) -> None:
+    """Takes pages [start, end) out of this process's resident memory. Linux and Android only; elsewhere
+    nothing."""
+    madvise = _libc_madvise()
+    if madvise is not None:
+        madvise(start, end - start, MADV_DONTNEED)
 
 
 def release_pages(array: np.ndarray) -> None:
