@@ -271,10 +271,10 @@ def test_internal_conversion_error_exits_1(tmp_path):
 
 
 def test_full_disk_during_conversion_is_one_line(monkeypatch):
-    """TensorFlow's converter first saves the module to a temporary SavedModel and, when that fails, converts the
-    bare function without its serving signature: a full disk in CI surfaced as "0 Signatures" deep in LiteRT.
-    Here the save fails as on a full disk; the conversion must stop with one line naming the cause."""
-    from tensorflow.python.saved_model import save as saved_model
+    """The converter reads a SavedModel written to a temporary folder: a full disk in CI once surfaced as
+    "0 Signatures" deep in LiteRT. Here the save fails as on a full disk, from TF's C++ writer; the conversion
+    must stop with one line naming the cause."""
+    import tensorflow as tf
     from transformers import WhisperFeatureExtractor
 
     from whisper_tflite.conversion import to_tflite
@@ -282,10 +282,12 @@ def test_full_disk_during_conversion_is_one_line(monkeypatch):
     from whisper_tflite.graphs.features import FeatureExtractor
 
     def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+        raise tf.errors.ResourceExhaustedError(None, None, "/tmp/x/variables.data-00000-of-00001; No space left on "
+                                               "device\n\tfailed to write the checkpoint")
 
-    monkeypatch.setattr(saved_model, "save", full_disk)
-    with pytest.raises(ConversionError, match="features lost its serving signature.*full") as raised:
+    monkeypatch.setattr(tf.saved_model, "save", full_disk)
+    with pytest.raises(ConversionError, match="features could not write its temporary SavedModel.*No space left") \
+            as raised:
         to_tflite(FeatureExtractor(WhisperFeatureExtractor(feature_size=80).mel_filters))
     assert "\n" not in str(raised.value)
 

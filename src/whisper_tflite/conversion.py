@@ -37,28 +37,31 @@ def to_tflite(module, quantize: str = "none", per_channel: bool = True) -> bytes
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
     function = module.serving_function()
-    # The converter saves its trackable object to a temporary SavedModel and loads it back: given the module, that
-    # is every weight of the checkpoint (modules share one dict of them), for every role. Only the variables the
-    # traced graph reads go (an encoder leaves the decoder's token table behind).
+    # Converted from a SavedModel written here, not from the function: the converter would write the same
+    # SavedModel, then keep a Python copy of it loaded (every weight again) while its C++ part runs. Only the
+    # variables the traced graph reads are saved (an encoder leaves the decoder's token table behind).
     used = tf.Module()
     used.variables_read = list(function.variables)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], used)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "dynamic-int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel
-    try:
-        model = converter.convert()
-    except Exception as e:  # the converter raises ConverterError, ValueError, ... with MLIR dumps
-        raise ConversionError(f"TFLite conversion of {module.role} failed: {str(e).strip().splitlines()[0]}") from e
-    # The converter first saves the module as a SavedModel in a temporary folder; if that fails (a full disk, as a
-    # CI machine once had), it silently converts the bare function instead, which has no serving signature.
-    if schema.Model.GetRootAsModel(model, 0).SignatureDefsLength() != 1:
-        raise ConversionError(f"TFLite conversion of {module.role} lost its serving signature: TensorFlow could not "
-                              f"write its temporary SavedModel (is {tempfile.gettempdir()} full?)")
+    with tempfile.TemporaryDirectory(prefix="whisper-tflite-") as saved:
+        try:
+            tf.saved_model.save(used, saved, signatures={"serving_default": function})
+        except (OSError, tf.errors.OpError) as e:  # a full disk: OSError from Python's writes, OpError from TF's
+            cause = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+            raise ConversionError(f"TFLite conversion of {module.role} could not write its temporary SavedModel in "
+                                  f"{tempfile.gettempdir()}: {cause.strip().splitlines()[0]}") from e
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "fp16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic-int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel
+        try:
+            model = converter.convert()
+        except Exception as e:  # the converter raises ConverterError, ValueError, ... with MLIR dumps
+            raise ConversionError(
+                f"TFLite conversion of {module.role} failed: {str(e).strip().splitlines()[0]}") from e
     check_model(model, module.role)
     return model
 
