@@ -33,7 +33,8 @@ def test_ct2_reader_consumes_every_variable_with_expected_shapes(name):
     d = dims.d_model
     assert weights["model/encoder/conv1/kernel"].shape == (3, dims.n_mels, d)
     assert weights["model/decoder/embed_tokens/embeddings"].shape == (dims.n_vocab, d)
-    assert weights["model/decoder/layers.0/encoder_attn/k_proj/kernel"].shape == (d, d)
+    assert weights["model/decoder/layers.0/encoder_attn/k_proj/weight"].shape == (d, d)
+    assert weights["model/decoder/layers.0/fc1/weight"].shape == (4 * d, d)  # [out, in]
     assert "model/decoder/layers.0/encoder_attn/k_proj/bias" not in weights
     # CT2 fuses q,k,v with a zero k bias: the reader must have found zeros there.
     fused_bias = variables["encoder/layer_0/self_attention/linear_0/bias"]

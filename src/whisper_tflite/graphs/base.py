@@ -50,7 +50,8 @@ def layer_norm(x: tf.Tensor, weights: dict, name: str, epsilon: float = 1e-5) ->
 
 
 def dense(x: tf.Tensor, weights: dict, name: str) -> tf.Tensor:
-    y = tf.matmul(x, weights[f"{name}/kernel"])
+    """x @ weight^T + bias, with the weight [out, in] as FULLY_CONNECTED holds it: the converter takes it as is."""
+    y = tf.matmul(x, weights[f"{name}/weight"], transpose_b=True)
     bias = weights.get(f"{name}/bias")
     return y if bias is None else y + bias
 

@@ -18,11 +18,10 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False)
 class WhisperCheckpoint:
-    """The weights are arrays under the Hugging Face TF model's paths (`model/encoder/conv1/kernel`,
-    `weight_shapes`), float32, or float16 where the files store them so (as the hub ships the large models). They
-    become TF variables, one copy, when a graph first reads them (`variables`), and the Hugging Face TF model,
-    needed only by the reference and the generator role, is built from those when first asked for (`model`):
-    conversion from CTranslate2 or safetensors never builds it, and never holds two copies."""
+    """The weights are arrays by path (`weight_shapes`), float32, or float16 where the files store them so (as
+    the hub ships the large models). They become TF variables, one copy, when a graph first reads them
+    (`variables`), and the Hugging Face TF model, needed only by the reference and the generator role, is built
+    from those when first asked for (`model`): conversion never builds it, and never holds two copies."""
 
     config: "WhisperConfig"
     tokenizer: "WhisperTokenizerFast"
@@ -36,8 +35,10 @@ class WhisperCheckpoint:
     @classmethod
     def of_model(cls, model: "TFWhisperForConditionalGeneration", tokenizer, feature_extractor, generation_config,
                  source: str) -> "WhisperCheckpoint":
-        """A checkpoint whose weights are those of a Hugging Face TF model already loaded (tf_model.h5, the hub)."""
-        return cls(model.config, tokenizer, feature_extractor, generation_config, source, _model=model)
+        """A checkpoint whose weights are those of a Hugging Face TF model already loaded (tf_model.h5, the hub),
+        taken out of it: the model is built again from them if the reference asks for it."""
+        return cls(model.config, tokenizer, feature_extractor, generation_config, source,
+                   arrays=model_arrays(model))
 
     @property
     def variables(self) -> "Float32Weights":
@@ -50,12 +51,8 @@ class WhisperCheckpoint:
         if self._variables is None:
             import tensorflow as tf
 
-            if self._model is not None:
-                prefix = self._model.name + "/"
-                self._variables = {v.name.removeprefix(prefix).removesuffix(":0"): v for v in self._model.weights}
-            else:
-                self._variables = {name: tf.Variable(self.arrays.pop(name), trainable=False)
-                                   for name in list(self.arrays)}
+            self._variables = {name: tf.Variable(self.arrays.pop(name), trainable=False)
+                               for name in list(self.arrays)}
         return Float32Weights(self._variables)
 
     @property
@@ -129,13 +126,16 @@ class Float32Weights(Mapping):
 
 
 def weight_shapes(config: "WhisperConfig") -> dict[str, tuple[int, ...]]:
-    """Every weight of a Whisper model by its Hugging Face TF path, with its shape: Dense kernels [in, out],
-    Conv1D kernels [width, in, out], no bias on k_proj (what `TFWhisperForConditionalGeneration` builds)."""
+    """Every weight of a Whisper model by path, with its shape. The paths and layouts are those of
+    `TFWhisperForConditionalGeneration` (Conv1D kernels [width, in, out], no bias on k_proj) but for dense layers:
+    `.../weight` [out, in], PyTorch's and CTranslate2's layout and FULLY_CONNECTED's, where the TF model has
+    `.../kernel` [in, out]. Given the TF layout, the converter would fold a transpose into a second copy of every
+    weight (turbo's encoder: 2.5 GB)."""
     d, mels = config.d_model, config.num_mel_bins
     shapes: dict[str, tuple[int, ...]] = {}
 
     def dense(name: str, inputs: int, outputs: int, bias: bool = True) -> None:
-        shapes[f"{name}/kernel"] = (inputs, outputs)
+        shapes[f"{name}/weight"] = (outputs, inputs)
         if bias:
             shapes[f"{name}/bias"] = (outputs,)
 
@@ -228,8 +228,33 @@ def whisper_generation_config(
 
 def assign_weights(model: "TFWhisperForConditionalGeneration", weights: dict) -> None:
     """Sets every weight of a built Keras model from a path -> array (or variable) map, one to one."""
+    import tensorflow as tf
+
     model.build_in_name_scope()
     check_weights(weights, model.config)
+    for path, variable in _model_paths(model).items():
+        if path.endswith("/kernel") and len(variable.shape) == 2:
+            variable.assign(tf.transpose(weights[_dense_weight(path)]))
+        else:
+            variable.assign(weights[path])
+
+
+def model_arrays(model: "TFWhisperForConditionalGeneration") -> dict[str, np.ndarray]:
+    """The weights of a Hugging Face TF model as arrays at the checkpoint's paths and layouts."""
+    arrays = {}
+    for path, variable in _model_paths(model).items():
+        if path.endswith("/kernel") and len(variable.shape) == 2:
+            arrays[_dense_weight(path)] = np.ascontiguousarray(variable.numpy().T)
+        else:
+            arrays[path] = variable.numpy()
+    return arrays
+
+
+def _model_paths(model: "TFWhisperForConditionalGeneration") -> dict[str, "tf.Variable"]:
     prefix = model.name + "/"
-    for variable in model.weights:
-        variable.assign(weights[variable.name.removeprefix(prefix).removesuffix(":0")])
+    return {variable.name.removeprefix(prefix).removesuffix(":0"): variable for variable in model.weights}
+
+
+def _dense_weight(kernel_path: str) -> str:
+    """A dense layer's TF `kernel` [in, out] -> the checkpoint's `weight` [out, in]."""
+    return kernel_path.removesuffix("kernel") + "weight"

@@ -138,7 +138,7 @@ def dimensions(variables: dict[str, np.ndarray]) -> Ct2Dimensions:
 
 
 def hf_weights(variables: dict[str, np.ndarray], dims: Ct2Dimensions) -> dict[str, np.ndarray]:
-    """Maps CTranslate2 variables to Hugging Face TF Whisper weight paths (`model/encoder/conv1/kernel`, ...).
+    """Maps CTranslate2 variables to the checkpoint's weight paths and layouts (`weight_shapes`).
 
     Raises if any weight variable is left unused, so a format change cannot silently drop weights.
     """
@@ -151,7 +151,7 @@ def hf_weights(variables: dict[str, np.ndarray], dims: Ct2Dimensions) -> dict[st
     out: dict[str, np.ndarray] = {}
 
     def dense(dst: str, w: np.ndarray, b: np.ndarray | None):
-        out[f"{dst}/kernel"] = w.T  # CT2 stores [out, in]; Keras Dense wants [in, out]
+        out[f"{dst}/weight"] = w  # [out, in], as CT2 stores it
         if b is not None:
             out[f"{dst}/bias"] = b
 

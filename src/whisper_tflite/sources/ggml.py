@@ -36,7 +36,7 @@ _LAYER = re.compile(r"^(encoder|decoder)/layers\.(\d+)/(.+)/(\w+)$")
 
 
 def _openai_name(tf_name: str) -> str:
-    """`model/decoder/layers.3/encoder_attn/q_proj/kernel` -> `decoder.blocks.3.cross_attn.query.weight`."""
+    """`model/decoder/layers.3/encoder_attn/q_proj/weight` -> `decoder.blocks.3.cross_attn.query.weight`."""
     path = tf_name.removeprefix("model/")
     match = _LAYER.match(path)
     if match:
@@ -85,7 +85,7 @@ def save_ggml(checkpoint: WhisperCheckpoint, path: str | Path) -> Path:
             name = _openai_name(tf_name)
             value = variable.numpy()
             if tf_name.endswith("/kernel"):
-                value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T  # to PyTorch [out, in(, k)]
+                value = value.transpose(2, 1, 0)  # a convolution's, to PyTorch's [out, in, width]
             if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
                 value = value.reshape(-1, 1)
             small = value.ndim < 2 or name.endswith("positional_embedding") or name.endswith("conv1.bias") \

@@ -94,8 +94,8 @@ def _layout(path: Path) -> str | None:
 
 
 def _from_pytorch_safetensors(source: str, files: list[Path], config) -> dict[str, np.ndarray]:
-    """The weights of PyTorch-layout safetensors at their TF paths and layouts (Linear [out, in] -> kernel
-    [in, out], Conv1d [out, in, width] -> [width, in, out]): float16 as stored, any other type as float32
+    """The weights of PyTorch-layout safetensors at the checkpoint's paths and layouts (`weight_shapes`: Linear
+    [out, in] as stored, Conv1d [out, in, width] -> [width, in, out]): float16 as stored, any other type as float32
     (bfloat16 through TensorFlow, since numpy has no bfloat16). Read one tensor at a time: one copy in all."""
     import tensorflow as tf
     from safetensors import safe_open
@@ -113,7 +113,7 @@ def _from_pytorch_safetensors(source: str, files: list[Path], config) -> dict[st
                 tensor = archive.get_tensor(key)
                 value = (tensor if tensor.dtype == tf.float16 else tf.cast(tensor, tf.float32)).numpy()
                 if path.endswith("/kernel"):
-                    value = np.ascontiguousarray(value.transpose(2, 1, 0) if value.ndim == 3 else value.T)
+                    value = np.ascontiguousarray(value.transpose(2, 1, 0))
                 arrays[path] = value
     _refuse_missing(source, [name for name, path in wanted.items() if path not in arrays])
     check_weights(arrays, config)
