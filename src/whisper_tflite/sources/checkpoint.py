@@ -232,29 +232,23 @@ def assign_weights(model: "TFWhisperForConditionalGeneration", weights: dict) ->
 
     model.build_in_name_scope()
     check_weights(weights, model.config)
-    for path, variable in _model_paths(model).items():
-        if path.endswith("/kernel") and len(variable.shape) == 2:
-            variable.assign(tf.transpose(weights[_dense_weight(path)]))
-        else:
-            variable.assign(weights[path])
+    for path, (variable, transposed) in _model_weights(model).items():
+        variable.assign(tf.transpose(weights[path]) if transposed else weights[path])
 
 
 def model_arrays(model: "TFWhisperForConditionalGeneration") -> dict[str, np.ndarray]:
     """The weights of a Hugging Face TF model as arrays at the checkpoint's paths and layouts."""
-    arrays = {}
-    for path, variable in _model_paths(model).items():
-        if path.endswith("/kernel") and len(variable.shape) == 2:
-            arrays[_dense_weight(path)] = np.ascontiguousarray(variable.numpy().T)
-        else:
-            arrays[path] = variable.numpy()
-    return arrays
+    return {path: np.ascontiguousarray(variable.numpy().T) if transposed else variable.numpy()
+            for path, (variable, transposed) in _model_weights(model).items()}
 
 
-def _model_paths(model: "TFWhisperForConditionalGeneration") -> dict[str, "tf.Variable"]:
+def _model_weights(model: "TFWhisperForConditionalGeneration") -> dict[str, tuple["tf.Variable", bool]]:
+    """Each variable of the TF model by its checkpoint path, and whether the two layouts are transposes: a dense
+    layer's TF `kernel` [in, out] is the checkpoint's `weight` [out, in]."""
     prefix = model.name + "/"
-    return {variable.name.removeprefix(prefix).removesuffix(":0"): variable for variable in model.weights}
-
-
-def _dense_weight(kernel_path: str) -> str:
-    """A dense layer's TF `kernel` [in, out] -> the checkpoint's `weight` [out, in]."""
-    return kernel_path.removesuffix("kernel") + "weight"
+    weights = {}
+    for variable in model.weights:
+        path = variable.name.removeprefix(prefix).removesuffix(":0")
+        dense = path.endswith("/kernel") and len(variable.shape) == 2
+        weights[path.removesuffix("kernel") + "weight" if dense else path] = (variable, dense)
+    return weights
