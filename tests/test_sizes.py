@@ -129,7 +129,7 @@ print((status("VmHWM") - before) / weights)
 def test_conversion_holds_few_copies_of_the_weights(tmp_path):
     """The converter's peak above its start, in float32 copies of the weights it converts, for the encoder of a
     large-v3 shrunk to 4 layers (400 MB) with the default policy, in a fresh process: 3.24-3.30x measured (3.1x
-    for the full-size large-v3-turbo encoder). It was 4.73x when dense weights were held [in, out], which the
+    for the full-size large-v3-turbo encoder). It was 4.73-4.75x when dense weights were held [in, out], which the
     converter transposed into a copy, and when its own SavedModel round trip kept a Python copy loaded during
     the conversion; 3.6x allowed. This is what keeps large-v3-turbo's conversion under 12 GB."""
     import subprocess
