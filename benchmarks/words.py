@@ -1,5 +1,5 @@
-"""Word timestamps against faster-whisper's on the same weights: same words, start/end differences, and the
-cost of the alignment call.
+"""Word timestamps against faster-whisper's on the same weights, both greedy: same words, start/end differences,
+and the cost of the alignment call.
 
 Run: .venv/bin/python benchmarks/words.py BUNDLE [CT2_FOLDER|-] [COMPUTE_TYPE]
 (defaults, or -: the bundled tiny.en as CTranslate2 in .cache/ct2; float32), on the English clips of
@@ -42,7 +42,7 @@ def main(bundle: str, ct2: str | None = None, compute_type: str = "float32") -> 
     transcriber.stepper.alignment_weights = timed
     for clip in clips:
         audio = load_audio(clip.path)
-        ours = transcriber.transcribe(audio, language="en", word_timestamps=True)
+        ours = transcriber.transcribe(audio, language="en", word_timestamps=True, beam_size=1, best_of=1)
         theirs = faster_whisper_transcribe(ct2, audio, compute_type, word_timestamps=True)
         pairs.append(([w for s in ours.segments for w in s.words], [w for s in theirs for w in s.words]))
     print(f"{bundle} vs faster-whisper {compute_type}, {len(clips)} English clips: {word_agreement(pairs).summary()}")

@@ -25,9 +25,12 @@ def tiny(tiny_bundle):
 def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
     script = textwrap.dedent(f"""
         import sys
+        CONVERSION_SIDE = ("whisper_tflite.graphs", "whisper_tflite.sources", "whisper_tflite.conversion",
+                           "whisper_tflite.reference")
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("tensorflow", "transformers", "tf_keras", "keras"):
+                if name.split(".")[0] in ("tensorflow", "transformers", "tf_keras", "keras") or \
+                        name.startswith(CONVERSION_SIDE):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         from whisper_tflite import Transcriber

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from ai_edge_litert.interpreter import Interpreter
 from tokenizers import Tokenizer
 
@@ -86,6 +87,7 @@ def test_each_file_gives_the_reference_tokens(s4y_tiny_en, tiny_bundle, read_spe
         assert files["generator"](input_features=log_mel)["sequences"][0].tolist() == expected, clip.name
 
 
+@pytest.mark.slow
 def test_demo_app_transcribes_german_with_the_base_model(s4y_base_de, base, clips, audio_cache, base_greedy):
     """whisper-s4y's app: features-extractor then one logmel -> tokens model, both by position, and every one of
     the 448 tokens detokenized with special tokens skipped (it does not stop at end-of-text)."""

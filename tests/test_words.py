@@ -21,8 +21,8 @@ def fp32_words(tiny_bundle, tiny_en_ct2, english_clips, audio_cache):
     runs = []
     for clip in english_clips:
         audio = audio_cache(clip)
-        ours = transcriber.transcribe(audio, language="en", word_timestamps=True)
-        theirs = faster_whisper_transcribe(tiny_en_ct2, audio, "float32", word_timestamps=True)
+        ours = transcriber.transcribe(audio, language="en", word_timestamps=True, beam_size=1, best_of=1)
+        theirs = faster_whisper_transcribe(tiny_en_ct2, audio, "float32", word_timestamps=True)  # greedy too
         runs.append((clip, ours, theirs))
     return runs
 
