@@ -149,6 +149,10 @@ def _newer(folder):
     _edit_manifest(folder, lambda m: m.update(format_version=99))
 
 
+def _older(folder):
+    _edit_manifest(folder, lambda m: m.update(format_version=1))
+
+
 def _foreign(folder):
     """The features model put in the encoder's place, with a matching sha256: caught by its I/O specs."""
     (folder / "encoder.tflite").unlink()
@@ -172,6 +176,7 @@ def _edited_tokenizer(folder):
     (_extra, "holds model files its manifest does not list (old-encoder.tflite)"),
     (_corrupt, "does not match its sha256"),
     (_newer, "bundle format 99 is newer than this whisper-tflite reads"),
+    (_older, "bundle format 1 is older than this whisper-tflite reads (2); convert the bundle again"),
     (_foreign, "does not have the inputs and outputs its manifest lists"),
 ])
 def test_broken_bundles_are_refused_at_load(damage, message, default_bundle, tmp_path, english_clips):
