@@ -124,5 +124,7 @@ def test_word_subtitles_through_the_cli(default_bundle, english_clips, capsys):
                  "--word-timestamps", "--highlight-words"]) == 0
     captions = webvtt.from_buffer(io.StringIO(capsys.readouterr().out)).captions
     assert sum("<u>" in c.raw_text for c in captions) == 22  # one cue per word of "And so my fellow Americans..."
-    assert main(["transcribe", str(jfk.path), "--model", str(default_bundle), "--highlight-words", "--quiet"]) == 2
-    assert "need --word-timestamps" in capsys.readouterr().err
+    for option in (["--highlight-words"], ["--max-line-width", "24"], ["--max-line-count", "2"],
+                   ["--max-words-per-line", "3"]):
+        assert main(["transcribe", str(jfk.path), "--model", str(default_bundle), *option, "--quiet"]) == 2, option
+        assert "need --word-timestamps" in capsys.readouterr().err, option
