@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -12,10 +13,24 @@ from whisper_tflite.errors import UsageError
 
 from .test_faults import run_cli
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_version():
     done = run_cli("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"whisper-tflite {__version__}"
+
+
+def test_quick_start_prints_what_the_readme_shows(default_bundle, clips):
+    """`make demo` (the Makefile's sample, the default bundle of tiny.en, default options) prints the transcript
+    the README quotes under it."""
+    sample = next(line.split(":=")[1].strip() for line in (REPO / "Makefile").read_text().splitlines()
+                  if line.startswith("SAMPLE :="))
+    shown = (REPO / "README.md").read_text().split("`make demo` prints the transcript", 1)[1].split("```")[1]
+    clip = next(c for c in clips if c.name == Path(sample).name)
+    done = run_cli("transcribe", clip.path, "--model", default_bundle)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == shown.strip()
 
 
 def test_litert_log_only_when_verbose(default_bundle, english_clips):
