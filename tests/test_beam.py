@@ -13,7 +13,7 @@ import pytest
 from whisper_tflite.errors import UsageError
 from whisper_tflite.evaluation import error_rate, faster_whisper_transcribe
 from whisper_tflite.runtime import Transcriber
-from whisper_tflite.runtime.decoding import _top
+from whisper_tflite.runtime.decoding import _top_extensions, logsumexp
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +56,30 @@ def test_batch_rows_equal_single_steps(tiny, english_clips, audio_cache):
     assert worst <= 1e-4
 
 
-def test_top_candidates_equal_a_full_sort():
-    """Beam search's top candidates, searched near the maximum only, are a full stable sort's first ones: on
-    peaked and flat scores, with -inf, and when fewer than the count lie near the maximum."""
+def test_top_extensions_equal_a_full_sort():
+    """Beam search's best extensions, searched near the best only, are a full log-softmax and stable sort's first
+    ones: on peaked and flat logits, with -inf, and when fewer than the count lie near the best."""
     rng = np.random.default_rng(0)
+
+    def full_sort(filtered, scores, count):
+        totals = filtered - logsumexp(filtered)[:, np.newaxis] + scores[:, np.newaxis]
+        top = np.argsort(-totals.ravel(), kind="stable")[:count]
+        return totals.ravel()[top]
+
     for scale in (0.1, 1.0, 30.0):
-        values = (rng.standard_normal(5 * 51864) * scale).astype(np.float32)
-        values[rng.integers(0, len(values), 1000)] = -np.inf
-        expected = np.argsort(-values, kind="stable")[:10]
-        assert np.array_equal(values[_top(values, 10)], values[expected])  # the same values in order: ties aside
-    lonely = np.full(1000, -50.0, np.float32)
-    lonely[[3, 700]] = [0.0, -1.0]  # two near the maximum, the other eight far below
-    assert list(_top(lonely, 10)[:2]) == [3, 700] and len(set(_top(lonely, 10))) == 10
+        filtered = (rng.standard_normal((5, 51864)) * scale).astype(np.float32)
+        filtered[rng.integers(0, 5, 1000), rng.integers(0, 51864, 1000)] = -np.inf
+        scores = (rng.standard_normal(5) * scale).astype(np.float32)
+        beams, tokens, logprobs, totals = _top_extensions(filtered, scores, 10)
+        np.testing.assert_allclose(totals, full_sort(filtered, scores, 10), rtol=1e-6)
+        np.testing.assert_allclose(totals, filtered[beams, tokens] - logsumexp(filtered)[beams] + scores[beams],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(logprobs, totals - scores[beams], rtol=1e-5, atol=1e-5)
+    lonely = np.full((2, 1000), -50.0, np.float32)
+    lonely[0, 3], lonely[1, 700] = 0.0, -1.0  # two near the best, the other eight far below
+    beams, tokens, _, totals = _top_extensions(lonely, np.zeros(2, np.float32), 10)
+    assert list(zip(beams[:2], tokens[:2])) == [(0, 3), (1, 700)] and len(set(zip(beams, tokens))) == 10
+    np.testing.assert_allclose(totals, full_sort(lonely, np.zeros(2, np.float32), 10), rtol=1e-6)
 
 
 # Issue 13 asks for +0.3 point in both cases. float32 is the same arithmetic on every CPU. The int8 bundles are
