@@ -2,7 +2,7 @@
 
 The aarch64 side is ai-edge-litert's aarch64 wheel, with XNNPACK's ARM kernels (NEON, dot-product: the int8
 arithmetic of phones and boards), run by a Debian arm64 Python under qemu-user emulation: the results
-are ARM's, the speed is not (about 1.5 minutes per 30 s window at beam 5). The root, made once (as root, about
+are ARM's, the speed is not (about 1.5 minutes per 30 s window, int8, beam 5). The root, made once (as root, about
 4 minutes):
 
     apt-get install qemu-user-static debootstrap
