@@ -2,8 +2,8 @@
 
 The aarch64 side is ai-edge-litert's aarch64 wheel, with XNNPACK's ARM kernels (NEON, dot-product: the int8
 arithmetic of phones and boards), run by a Debian arm64 Python under qemu-user emulation: the results
-are ARM's, the speed is not (about 1.5 minutes per 30 s window, int8, beam 5). The root, made once (as root, about
-4 minutes):
+are ARM's, the speed is not (about 1.5 minutes per 30 s window, int8, beam 5). The root, made once (as root,
+about 4 minutes):
 
     apt-get install qemu-user-static debootstrap
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc   # if not mounted; then register qemu-aarch64
@@ -35,7 +35,7 @@ from pathlib import Path
 from numpy._core._multiarray_umath import __cpu_features__
 
 from whisper_tflite.audio import load_audio
-from whisper_tflite.evaluation import read_manifest
+from whisper_tflite.evaluation import error_rate, read_manifest
 from whisper_tflite.runtime import Transcriber
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -43,12 +43,16 @@ AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 THREADS = 2
 
 
+def english_clips() -> list:
+    return [c for c in read_manifest(AUDIO) if c.language == "en" and c.reference]
+
+
 def transcripts(bundle: str, beam_size: int) -> dict:
     """This machine's architecture, numpy's view of its SIMD features, and each English clip's text."""
     transcriber = Transcriber(bundle, threads=THREADS)
     texts = {c.name: transcriber.transcribe(load_audio(c.path), language="en", beam_size=beam_size,
                                             best_of=beam_size).text
-             for c in read_manifest(AUDIO) if c.language == "en" and c.reference}
+             for c in english_clips()}
     return {"machine": platform.machine(), "features": sorted(name for name, on in __cpu_features__.items() if on),
             "texts": texts}
 
@@ -63,8 +67,6 @@ def main() -> None:
         print(json.dumps(transcripts(args.bundle, args.beam_size)))
         return
 
-    from whisper_tflite.evaluation import error_rate
-
     here = transcripts(args.bundle, args.beam_size)
     inside = ["/opt/v/bin/python", str(Path(__file__).resolve()), "-", str(Path(args.bundle).resolve()),
               "--beam-size", str(args.beam_size)]
@@ -73,7 +75,7 @@ def main() -> None:
     if done.returncode != 0:
         raise SystemExit(f"the aarch64 side failed:\n{done.stderr[-2000:]}")
     there = json.loads(done.stdout.strip().splitlines()[-1])
-    references = {c.name: c.reference for c in read_manifest(AUDIO) if c.language == "en" and c.reference}
+    references = {c.name: c.reference for c in english_clips()}
     names = sorted(references)
     print(f"{Path(args.bundle).name}, beam {args.beam_size}, {len(names)} English clips")
     for side in (here, there):

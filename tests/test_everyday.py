@@ -11,9 +11,8 @@ from whisper_tflite import Segment, Transcriber, TranscriptionResult, __version_
 from whisper_tflite.cli import _parser
 from whisper_tflite.errors import UsageError
 
+from .bundles import REPO
 from .test_faults import run_cli
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_version():
