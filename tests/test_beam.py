@@ -75,6 +75,11 @@ def test_top_extensions_equal_a_full_sort():
         np.testing.assert_allclose(totals, filtered[beams, tokens] - logsumexp(filtered)[beams] + scores[beams],
                                    rtol=1e-6)
         np.testing.assert_allclose(logprobs, totals - scores[beams], rtol=1e-5, atol=1e-5)
+        # and the same extensions, in the same order, as numpy's own float64 log-softmax ranks them
+        exact = filtered - np.logaddexp.reduce(filtered.astype(np.float64), axis=-1)[:, np.newaxis]
+        exact += scores[:, np.newaxis]
+        expected = np.argsort(-exact.ravel(), kind="stable")[:10]
+        assert list(zip(beams, tokens)) == [tuple(divmod(int(i), filtered.shape[1])) for i in expected]
     lonely = np.full((2, 1000), -50.0, np.float32)
     lonely[0, 3], lonely[1, 700] = 0.0, -1.0  # two near the best, the other eight far below
     beams, tokens, _, totals = _top_extensions(lonely, np.zeros(2, np.float32), 10)
