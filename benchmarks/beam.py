@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/beam.py BUNDLE [float32|int8]   (2 threads; the CTranslate2 weights are the
 bundled tiny.en's, so give a tiny.en bundle: fp32 with float32, the default policy with int8)
+     .venv/bin/python benchmarks/beam.py BUNDLE steps   (only the step times, of any bundle)
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ def timed(transcribe, clips, audio) -> tuple[list[str], float]:
     return texts, time.perf_counter() - start
 
 
-def step_times(transcriber: Transcriber, audio: np.ndarray, offset: int, calls: int = 200) -> tuple[float, float]:
-    """Best-of-5 mean ms of a decoder_step call and of a decoder_batch call (with a beam permutation), at
+def step_times(bundle: str, audio: np.ndarray, offset: int, calls: int = 200) -> dict[str, float]:
+    """Best-of-5 mean ms of a decoder_step call and of a call of each batch model (with a beam permutation), at
     `offset` filled slots."""
+    transcriber = Transcriber(bundle, threads=THREADS)
     stepper = transcriber.stepper
     stepper.begin(stepper.log_mel(audio[:N_SAMPLES]))
-    stepper.reset()
-    stepper.prefill([transcriber.tokenizer.special.sot] * offset)
-    stepper.fork()
     permutation = np.roll(np.arange(stepper.batch_size), 1)
 
     def best(call) -> float:
@@ -48,12 +47,28 @@ def step_times(transcriber: Transcriber, audio: np.ndarray, offset: int, calls: 
             rounds.append((time.perf_counter() - start) / calls * 1e3)
         return min(rounds)
 
-    return (best(lambda: stepper.step(400)),
-            best(lambda: stepper.step_batch(np.full(stepper.batch_size, 400), permutation)))
+    stepper.reset()
+    stepper.prefill([transcriber.tokenizer.special.sot] * offset)
+    times = {"decoder_step": best(lambda: stepper.step(400))}
+    for role, slots in sorted(stepper.batch_roles.items(), key=lambda item: item[1]):  # fewest slots first
+        stepper.fork(slots)
+        times[f"{role} ({slots} slots)"] = best(lambda: stepper.step_batch(np.full(stepper.batch_size, 400),
+                                                                           permutation))
+    return times
+
+
+def print_step_times(bundle: str, audio: np.ndarray) -> None:
+    for offset in (10, 100):
+        times = step_times(bundle, audio, offset)
+        print(f"offset {offset}, ms a call (the batch models: every row, with a beam permutation): "
+              + ", ".join(f"{name} {ms:.2f}" for name, ms in times.items()))
 
 
 def main(bundle: str, compute_type: str = "int8") -> None:
     clips = [c for c in read_manifest(AUDIO) if c.language == "en" and c.reference]
+    if compute_type == "steps":
+        print_step_times(bundle, load_audio(clips[0].path))
+        return
     audio = {c.path: load_audio(c.path) for c in clips}
     ct2 = bundled_ct2_folder("tiny.en", CT2)
     transcriber = Transcriber(bundle, threads=THREADS)
@@ -72,10 +87,7 @@ def main(bundle: str, compute_type: str = "int8") -> None:
           f"{error_rate(references, greedy, 'en'):.2%}, faster-whisper {compute_type} beam 5 "
           f"{error_rate(references, theirs, 'en'):.2%}; {identical} beam transcripts identical")
     print(f"wall: ours greedy {greedy_s:.2f} s, ours beam 5 {ours_s:.2f} s, faster-whisper beam 5 {theirs_s:.2f} s")
-    for offset in (10, 100):
-        single, batch = step_times(transcriber, audio[clips[0].path], offset)
-        print(f"offset {offset}: decoder_step {single:.2f} ms, decoder_batch (batch {transcriber.stepper.batch_size}, "
-              f"with a permutation) {batch:.2f} ms")
+    print_step_times(bundle, audio[clips[0].path])
 
 
 if __name__ == "__main__":

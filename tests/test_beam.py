@@ -22,8 +22,9 @@ def tiny(tiny_bundle):
 
 
 def test_batch_rows_equal_single_steps(tiny, english_clips, audio_cache):
-    """Each row of a decoder_batch call gives what decoder_step gives for that row's sequence alone (logits and
-    new cache rows), also after the rows were reordered as beams are."""
+    """Each row of a decoder_batch_short call, then of a decoder_batch call (a fork that needs more slots than
+    the short model has loads it instead), gives what decoder_step gives for that row's sequence alone (logits
+    and new cache rows), also after the rows were reordered as beams are."""
     stepper, tokenizer = tiny.stepper, tiny.tokenizer
     audio = audio_cache(next(c for c in english_clips if c.name == "en_jfk_whisper-cpp.wav"))
     stepper.begin(stepper.log_mel(audio[:480000]))
@@ -39,21 +40,25 @@ def test_batch_rows_equal_single_steps(tiny, english_clips, audio_cache):
         return logits, {name: stepper.decoder.input_view(name)[:, stepper.offset - 1].copy()
                         for name in stepper.rows.values()}
 
-    stepper.reset()
-    stepper.prefill(prompt[:-1])
-    stepper.step(prompt[-1])
-    stepper.fork()
-    stepper.step_batch(first)
-    logits = stepper.step_batch(second, origins)
-    rows = {name: stepper.batch_decoder.input_view(name)[:, :, stepper.offset - 1].copy()
-            for name in stepper.rows.values()}
-    worst = 0.0
-    for j in range(len(first)):
-        alone, alone_rows = single([int(first[origins[j]]), int(second[j])])
-        worst = max(worst, float(np.abs(alone - logits[j]).max()),
-                    *(float(np.abs(alone_rows[name] - rows[name][j]).max()) for name in rows))
-    print(f"largest difference between a batch row and the single step: {worst:.2e}")
-    assert worst <= 1e-4
+    short = stepper.batch_roles["decoder_batch_short"]
+    assert short == 232 and stepper.batch_roles["decoder_batch"] == 448
+    for slots, expected in ((short, short), (short + 1, 448)):
+        stepper.reset()
+        stepper.prefill(prompt[:-1])
+        stepper.step(prompt[-1])
+        stepper.fork(slots)
+        assert stepper.batch_slots == expected
+        stepper.step_batch(first)
+        logits = stepper.step_batch(second, origins)
+        rows = {name: stepper.batch_decoder.input_view(name)[:, :, stepper.offset - 1].copy()
+                for name in stepper.rows.values()}
+        worst = 0.0
+        for j in range(len(first)):
+            alone, alone_rows = single([int(first[origins[j]]), int(second[j])])
+            worst = max(worst, float(np.abs(alone - logits[j]).max()),
+                        *(float(np.abs(alone_rows[name] - rows[name][j]).max()) for name in rows))
+        print(f"{expected} slots: largest difference between a batch row and the single step: {worst:.2e}")
+        assert worst <= 1e-4
 
 
 def test_top_extensions_equal_a_full_sort():
@@ -126,18 +131,33 @@ def test_best_of_fallback_keeps_the_most_confident_attempt(tiny, clips, audio_ca
         assert min(s.avg_logprob for s in fallen) >= min(s.avg_logprob for s in beam) - 1e-6
 
 
+def older_format(bundle, folder, version: int, dropped: tuple[str, ...]):
+    """A copy of `bundle` (its files linked) as a bundle of an older format: without the roles it did not have."""
+    folder.mkdir()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for role in dropped:
+        del manifest["models"][role]
+    manifest["format_version"] = version
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for entry in manifest["models"].values():
+        (folder / entry["file"]).symlink_to(bundle / entry["file"])
+    shutil.copy(bundle / "tokenizer.json", folder)
+    return folder
+
+
+def test_format_3_bundle_searches_with_decoder_batch_alone(tiny_bundle, english_clips, tmp_path):
+    """Without decoder_batch_short (bundle format 3) a clip's beams run on decoder_batch: the same text."""
+    folder = older_format(tiny_bundle, tmp_path / "format3", 3, ("decoder_batch_short",))
+    clip = next(c for c in english_clips if c.name == "en_jfk_whisper-cpp.wav")
+    older, current = Transcriber(folder, threads=2), Transcriber(tiny_bundle, threads=2)
+    assert older.transcribe(clip.path).text == current.transcribe(clip.path).text
+    assert older.stepper.batch_slots == 448 and current.stepper.batch_slots == 232
+
+
 def test_without_decoder_batch_greedy_runs_and_beams_fail_in_one_line(tiny_bundle, english_clips, tmp_path):
     """A format 2 bundle has no decoder_batch: it loads and decodes greedily (sampling one at a time); beam
     search then fails with one line, and so does a beam wider than the batch of a bundle that has one."""
-    folder = tmp_path / "format2"
-    folder.mkdir()
-    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    del manifest["models"]["decoder_batch"]
-    manifest["format_version"] = 2
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    for entry in manifest["models"].values():
-        (folder / entry["file"]).symlink_to(tiny_bundle / entry["file"])
-    shutil.copy(tiny_bundle / "tokenizer.json", folder)
+    folder = older_format(tiny_bundle, tmp_path / "format2", 2, ("decoder_batch", "decoder_batch_short"))
     clip = next(c for c in english_clips if c.name == "en_jfk_whisper-cpp.wav")
     transcriber = Transcriber(folder, threads=2)
     assert "ask not what your country" in transcriber.transcribe(clip.path, beam_size=1, best_of=5).text

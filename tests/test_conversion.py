@@ -50,6 +50,12 @@ TINY_EN_IO = {
                        **{f"self_{kv}_{i}": [5, *_CACHE] for i in _LAYERS for kv in "kv"},
                        **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                       {"logits": [5, 1, 51864], **{f"new_{kv}_{i}": [5, 6, 1, 64] for i in _LAYERS for kv in "kv"}}),
+    # the same over 232 cache slots: a start-of-transcript sequence and the 224 tokens a window may sample
+    "decoder_batch_short": ({"tokens": [5, 1], "offset": [1],
+                             **{f"self_{kv}_{i}": [5, 6, 232, 64] for i in _LAYERS for kv in "kv"},
+                             **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
+                            {"logits": [5, 1, 51864],
+                             **{f"new_{kv}_{i}": [5, 6, 1, 64] for i in _LAYERS for kv in "kv"}}),
     # tiny.en's 8 alignment heads, over the full context
     "alignment": ({"tokens": [1, 448], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                   {"weights": [8, 448, 1500]}),
@@ -59,11 +65,13 @@ INT32_INPUTS = {"tokens", "offset"}
 EXPECTED_PLAN = {
     "none": dict.fromkeys(TINY_EN_IO, "none"),
     "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16",
-             "decoder_batch": "fp16", "alignment": "fp16"},
+             "decoder_batch": "fp16", "decoder_batch_short": "fp16", "alignment": "fp16"},
     "dynamic-int8": {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
-                     "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8", "alignment": "dynamic-int8"},
+                     "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8",
+                     "decoder_batch_short": "dynamic-int8", "alignment": "dynamic-int8"},
     None: {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
-           "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8", "alignment": "dynamic-int8"},
+           "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8", "decoder_batch_short": "dynamic-int8",
+           "alignment": "dynamic-int8"},
 }
 _TENSOR_TYPES = {0: "float32", 1: "float16", 9: "int8"}
 
@@ -154,7 +162,7 @@ def test_default_policy_per_role():
 
     assert quantization_plan(None, ROLES) == {
         "features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8", "prefill": "dynamic-int8",
-        "decoder_batch": "dynamic-int8", "alignment": "dynamic-int8",
+        "decoder_batch": "dynamic-int8", "decoder_batch_short": "dynamic-int8", "alignment": "dynamic-int8",
         "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
         "generator": "dynamic-int8"}
     assert quantization_plan("fp16", ("features", "encoder")) == {"features": "none", "encoder": "fp16"}

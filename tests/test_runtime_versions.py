@@ -44,7 +44,7 @@ def test_manifest_records_what_each_file_needs(default_bundle):
     assert needs == {role: recorded_runtime(default_bundle / entry["file"])
                      for role, entry in manifest["models"].items()}
     assert needs == {"features": "1.14.0", "encoder": "2.17.0", "decoder_step": "2.17.0", "prefill": "2.17.0",
-                     "decoder_batch": "2.17.0", "alignment": "2.17.0"}
+                     "decoder_batch": "2.17.0", "decoder_batch_short": "2.17.0", "alignment": "2.17.0"}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,8 @@ def test_inspect_shows_what_a_folder_holds(default_bundle, s4y_tiny_en, tmp_path
     done = run_cli("inspect", default_bundle)
     assert done.returncode == 0, done.stderr
     rows = inspect_rows(done.stdout)
-    for role in ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment"):
+    for role in ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "decoder_batch_short",
+                 "alignment"):
         path = default_bundle / f"{role}.tflite"
         assert rows[role] == [role, path.name, f"{path.stat().st_size / 1e6:.1f}",
                               "none" if role == "features" else "dynamic-int8", recorded_runtime(path), "-"], rows
@@ -198,7 +199,7 @@ def test_gpu_analyzer_verdicts(default_bundle, tiny_combined, gpu_analyzer):
     says what keeps the others on the CPU; the pinned TensorFlow's analyzer, which has no GPU rules, is refused."""
     verdicts, report = gpu_column(default_bundle, gpu_analyzer)
     assert verdicts == {"features": "no", "encoder": "yes", "decoder_step": "yes", "prefill": "yes",
-                        "decoder_batch": "yes", "alignment": "no"}
+                        "decoder_batch": "yes", "decoder_batch_short": "yes", "alignment": "no"}
     reasons = dict(line.strip().split(": ", 1) for line in report.splitlines() if line.startswith("  "))
     assert "Not supported op REVERSE_V2" in reasons["features"] and "shrink_axis_mask" in reasons["alignment"]
     verdicts, report = gpu_column(tiny_combined, gpu_analyzer)

@@ -17,7 +17,9 @@ FORMAT = "whisper-tflite-bundle"
 # 2: decoder_step returns the new K/V rows instead of whole caches; the prefill role; tokenizer.json's sha256.
 # 3: the decoder_batch role (beam search), which older runtimes would call an unknown role. Version 2 bundles
 # still load: without decoder_batch they decode greedily.
-FORMAT_VERSION = 3
+# 4: the decoder_batch_short role (beam search on windows without previous text, over half the cache). Version 3
+# bundles still load: they search with decoder_batch alone.
+FORMAT_VERSION = 4
 OLDEST_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
@@ -26,9 +28,10 @@ DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_la
         "decoder_heads")
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
 GREEDY_MODELS = ("features", "encoder", "decoder_step", "prefill")  # enough for greedy transcription
-DEFAULT_MODELS = (*GREEDY_MODELS, "decoder_batch", "alignment")  # and beam search, best-of, word timestamps
-ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "alignment", "decoder", "pcm_encoder",
-         "encoder_decoder", "whisper", "generator")
+# and beam search, best-of, word timestamps
+DEFAULT_MODELS = (*GREEDY_MODELS, "decoder_batch", "decoder_batch_short", "alignment")
+ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "decoder_batch_short", "alignment",
+         "decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
 # `convert --layout s4y`: whisper-s4y's files for apps built on that project (graphs/s4y.py), not a bundle.
 # File stem -> our role whose graph and default quantization it takes.
 S4Y_FORMAT = "whisper-s4y-layout"

@@ -47,8 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy in the README]")
     convert.add_argument("--models",
-                         help="comma-separated roles to build, or 'all': features, encoder, decoder_step, prefill, "
-                              "decoder_batch, alignment, decoder, pcm_encoder, encoder_decoder, whisper, generator "
+                         help=f"comma-separated roles to build, or 'all': {', '.join(ROLES)} "
                               f"[{','.join(DEFAULT_MODELS)}]; with --layout s4y, its files: "
                               f"{', '.join(S4Y_MODELS)} [all]")
     convert.add_argument("--layout", choices=("bundle", "s4y"), default="bundle",

@@ -121,6 +121,7 @@ DEFAULT_POLICY = {
     "decoder_step": "dynamic-int8",
     "prefill": "dynamic-int8",
     "decoder_batch": "dynamic-int8",
+    "decoder_batch_short": "dynamic-int8",
     "alignment": "dynamic-int8",
     "decoder": "dynamic-int8",
     "encoder_decoder": "dynamic-int8",
@@ -149,13 +150,13 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
 
 def build_module(role: str, checkpoint):
     from .graphs.combined import Decoder, EncoderDecoder, Generator, PcmEncoder, Whisper
-    from .graphs.decoder import DecoderAlignment, DecoderBatchStep, DecoderPrefill, DecoderStep
+    from .graphs.decoder import DecoderAlignment, DecoderBatchShort, DecoderBatchStep, DecoderPrefill, DecoderStep
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
 
     builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep,
-                "prefill": DecoderPrefill, "decoder_batch": DecoderBatchStep, "alignment": DecoderAlignment,
-                "decoder": Decoder,
+                "prefill": DecoderPrefill, "decoder_batch": DecoderBatchStep,
+                "decoder_batch_short": DecoderBatchShort, "alignment": DecoderAlignment, "decoder": Decoder,
                 "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
                 "generator": Generator}
     return builders[role].from_checkpoint(checkpoint)
@@ -257,7 +258,7 @@ def convert(
                 (staging / file).write_bytes(model)
                 entries[role] = {"file": file, "quantization": plan[role], "min_runtime_version": needs,
                                  "sha256": sha256_of(staging / file), "bytes": len(model), **io_specs(model)}
-                if role == "decoder_batch":
+                if role in ("decoder_batch", "decoder_batch_short"):
                     entries[role]["batch"] = module.batch
                 bar.update()
             if gpu_analyzer is not None:

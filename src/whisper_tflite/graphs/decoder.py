@@ -150,17 +150,18 @@ class DecoderPrefill(DecoderStep):
 
 class DecoderBatchStep(DecoderStep):
     """One token for each of `batch` sequences at the same position, for beam search and best-of sampling:
-    tokens [B, 1], offset [1], self_k_{i}/self_v_{i} [B, heads, 448, hd], cross_k_{i}/cross_v_{i} [heads, 1500, hd]
-    -> logits [B, 1, vocab], new_k_{i}/new_v_{i} [B, heads, 1, hd].
+    tokens [B, 1], offset [1], self_k_{i}/self_v_{i} [B, heads, slots, hd] (slots: 448 unless given),
+    cross_k_{i}/cross_v_{i} [heads, 1500, hd] -> logits [B, 1, vocab], new_k_{i}/new_v_{i} [B, heads, 1, hd].
 
     The B sequences attend to the same audio, so cross K/V are given once and the batch rides in their matmul's
     row dimension (as the prompt's tokens do in `DecoderPrefill`) instead of being repeated B times."""
 
     role = "decoder_batch"
 
-    def __init__(self, weights: dict, config, batch: int = 5):
+    def __init__(self, weights: dict, config, batch: int = 5, slots: int | None = None):
         super().__init__(weights, config)
         self.batch = batch
+        self.slots = slots or self.n_ctx
 
     @classmethod
     def from_checkpoint(cls, checkpoint, batch: int = 5) -> "DecoderBatchStep":
@@ -168,7 +169,7 @@ class DecoderBatchStep(DecoderStep):
 
     @property
     def cache_shape(self) -> list[int]:
-        return [self.batch, self.heads, self.n_ctx, self.head_dim]
+        return [self.batch, self.heads, self.slots, self.head_dim]
 
     @property
     def input_signature(self):
@@ -182,8 +183,8 @@ class DecoderBatchStep(DecoderStep):
         batch, heads, head_dim = self.batch, self.heads, self.head_dim
         x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tf.reshape(inputs["tokens"], [batch]))  # [B, d]
         x = x + self.positions(offset, 1)
-        empty = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)
-        cache_bias = tf.reshape(empty, [1, self.n_ctx]) * NEG_INF  # reshapes, not [tf.newaxis]: STRIDED_SLICE
+        empty = tf.cast(tf.range(self.slots, dtype=tf.int32) >= offset, tf.float32)
+        cache_bias = tf.reshape(empty, [1, self.slots]) * NEG_INF  # reshapes, not [tf.newaxis]: STRIDED_SLICE
         outputs = {}
         for i in range(self.layers):
             p = f"model/decoder/layers.{i}"
@@ -193,12 +194,12 @@ class DecoderBatchStep(DecoderStep):
             # The cache block and the token's own key, as `_attend_two` does (its own score needs no matmul). Each
             # row has a cache of its own: one query row against runtime K/V, a multiply and a sum (`query_keys`).
             q = q * head_dim**-0.5
-            cached = tf.reshape(tf.reduce_sum(q * inputs[f"self_k_{i}"], -1), [batch, heads, 1, self.n_ctx])
-            cached = cached + cache_bias  # [B, heads, 1, 448]
+            cached = tf.reshape(tf.reduce_sum(q * inputs[f"self_k_{i}"], -1), [batch, heads, 1, self.slots])
+            cached = cached + cache_bias  # [B, heads, 1, slots]
             own = tf.reduce_sum(q * k, -1, keepdims=True)  # [B, heads, 1, 1]
             peak = tf.maximum(tf.reduce_max(cached, -1, keepdims=True), own)
             cached, own = tf.exp(cached - peak), tf.exp(own - peak)
-            mixed = tf.reduce_sum(tf.reshape(cached, [batch, heads, self.n_ctx, 1]) * inputs[f"self_v_{i}"], 2,
+            mixed = tf.reduce_sum(tf.reshape(cached, [batch, heads, self.slots, 1]) * inputs[f"self_v_{i}"], 2,
                                   keepdims=True) + own * v
             attended = mixed / (tf.reduce_sum(cached, -1, keepdims=True) + own)
             x = x + dense(tf.reshape(attended, [batch, heads * head_dim]), w, f"{p}/self_attn/out_proj")
@@ -211,6 +212,26 @@ class DecoderBatchStep(DecoderStep):
         logits = tf.matmul(x, w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
         outputs["logits"] = tf.reshape(logits, [batch, 1, -1])
         return outputs
+
+
+# A window without previous text feeds a start-of-transcript sequence of a few tokens, then samples at most
+# n_text_ctx // 2 (the searches' length limit): it never needs more cache slots than this.
+SHORT_PROMPT_ROOM = 8
+
+
+class DecoderBatchShort(DecoderBatchStep):
+    """`DecoderBatchStep` with n_text_ctx // 2 + SHORT_PROMPT_ROOM cache slots (232) instead of n_text_ctx, for
+    the windows without previous text: every clip under 30 s, a recording's first window. The rows' attention
+    reads each row's whole cache at every step, and at 448 slots that was the largest part of a batch step."""
+
+    role = "decoder_batch_short"
+
+    def __init__(self, weights: dict, config, batch: int = 5):
+        super().__init__(weights, config, batch, slots=config.max_target_positions // 2 + SHORT_PROMPT_ROOM)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, batch: int = 5) -> "DecoderBatchShort":
+        return cls(checkpoint.variables, checkpoint.config, batch)
 
 
 class DecoderAlignment(DecoderStep):

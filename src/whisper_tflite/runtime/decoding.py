@@ -37,8 +37,8 @@ class Stepper(Protocol):
 
     batch_size: int  # rows of `step_batch`; 1 without a batch model
 
-    def fork(self) -> None:
-        """Every row of the batch continues the sequence fed so far."""
+    def fork(self, slots: int | None = None) -> None:
+        """Every row of the batch continues the sequence fed so far, filling at most `slots` cache slots."""
 
     def step_batch(self, tokens: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
         """Row j takes over row origins[j]'s sequence, then is fed tokens[j]; -> logits [batch, vocab]."""
@@ -299,7 +299,7 @@ def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: Log
         scores = totals[chosen]
         padding = stepper.batch_size - beam_size  # spare rows repeat the first beam; their logits are dropped
         if step == 0:
-            stepper.fork()
+            stepper.fork(len(prompt) + max_length - 1)  # the last step feeds no token
             origins = None
         else:
             origins = np.concatenate([origins, np.repeat(origins[:1], padding)])
@@ -345,7 +345,7 @@ def sample_best_of(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: 
                 rows = stepper.step(int(tokens[0]))[np.newaxis]
                 continue
             if step == 0:
-                stepper.fork()
+                stepper.fork(len(prompt) + max_length - 1)
             rows = stepper.step_batch(tokens)
         samples += zip(cumulative.tolist(), sequences, logprobs)
     return _best(samples, length_penalty, tokenizer, no_speech_prob, temperature)

@@ -148,7 +148,8 @@ class TfliteStepper:
     the interpreter.
 
     With a decoder_batch model (beam search, best-of sampling), `fork` copies the sequence so far into each of
-    its `batch_size` rows and `step_batch` advances them all by one token, from then on at the same offset.
+    its `batch_size` rows and `step_batch` advances them all by one token, from then on at the same offset. Where
+    the rows fit in fewer cache slots, decoder_batch_short runs them instead.
     """
 
     def __init__(self, bundle: Bundle, threads: int | None):
@@ -175,11 +176,19 @@ class TfliteStepper:
                               f"positions, {bundle.manifest['dims']['n_vocab']} tokens) do not match decoder_step; "
                               "convert the bundle again")
         # Optional too (bundles of format 2 lack it): without it only greedy decoding and one sample at a time.
-        # Loaded at the first fork: greedy decoding never pays for its memory (about 80 MB on tiny.en).
+        # With it, decoder_batch_short if the bundle has it (format 4): the same rows over fewer cache slots.
+        # One batch model is loaded at a time, at a fork that needs it: greedy decoding never pays for their
+        # memory (about 80 MB on tiny.en).
         self.batch_decoder: LiteRtModel | None = None
-        batched = bundle.models.get("decoder_batch")
-        self.batch_size = next(spec["shape"][0] for spec in batched["inputs"] if spec["name"] == "tokens") \
-            if batched is not None else 1
+        self.batch_slots = 0  # the loaded batch model's cache slots
+        self.batch_roles: dict[str, int] = {}  # role: cache slots
+        self.batch_size = 1
+        if "decoder_batch" in bundle.models:
+            shapes = {role: {spec["name"]: spec["shape"] for spec in bundle.models[role]["inputs"]}
+                      for role in ("decoder_batch", "decoder_batch_short") if role in bundle.models}
+            self.batch_size = shapes["decoder_batch"]["tokens"][0]
+            self.batch_roles = {role: named["self_k_0"][2] for role, named in shapes.items()
+                                if named["tokens"][0] == self.batch_size}
         self._zero_caches(self.decoder)
         self.offset = 0
 
@@ -290,12 +299,24 @@ class TfliteStepper:
         for cache in self.rows.values():  # masked slots are multiplied by 0: uninitialized NaNs would leak
             model.input_view(cache)[...] = 0.0
 
-    def fork(self) -> None:
-        """Every row of the batch continues the sequence fed so far: its filled cache slots are copied in."""
-        if "decoder_batch" not in self.bundle.models:
+    def fork(self, slots: int | None = None) -> None:
+        """Every row of the batch continues the sequence fed so far: its filled cache slots are copied in.
+        `slots`: how many cache slots the rows will have filled at most (the whole context if not given).
+
+        The loaded batch model runs the rows if it has that many slots; otherwise the one with the fewest that
+        has them replaces it. Each row's attention reads its whole cache at every step, so fewer slots run faster
+        (`benchmarks/beam.py` times each batch model's step)."""
+        if not self.batch_roles:
             raise RuntimeError("this bundle has no decoder_batch model")
-        if self.batch_decoder is None:
-            self.batch_decoder = LiteRtModel(self.bundle, "decoder_batch", self.threads)
+        needed = slots or self.n_ctx
+        if self.batch_slots < needed:
+            role = min((role for role, count in self.batch_roles.items() if count >= needed),
+                       key=self.batch_roles.__getitem__)
+            if self.batch_decoder is not None:  # its memory goes before the other's comes
+                self._holding_audio.discard(self.batch_decoder)
+                self.batch_decoder = None
+            self.batch_decoder = LiteRtModel(self.bundle, role, self.threads)
+            self.batch_slots = self.batch_roles[role]
             self._zero_caches(self.batch_decoder)
         self._give_audio(self.batch_decoder)
         for cache in self.rows.values():
@@ -304,8 +325,8 @@ class TfliteStepper:
     def step_batch(self, tokens: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
         """Feeds tokens[j] to row j and returns the logits [batch, vocab]. With `origins`, row j first takes over
         row origins[j]'s sequence (a beam continues another beam): only the filled slots are permuted."""
-        if self.offset >= self.n_ctx:
-            raise IndexError(f"the decoder's {self.n_ctx}-token context is full")
+        if self.offset >= self.batch_slots:
+            raise IndexError(f"the batch decoder's {self.batch_slots} cache slots are full")
         model = self.batch_decoder
         origins = np.asarray(origins) if origins is not None else np.arange(self.batch_size)
         moved = np.flatnonzero(origins != np.arange(len(origins)))
