@@ -68,6 +68,10 @@ class LiteRtModel:
         """The input's own buffer, to change in place; valid until the next call (never kept across one)."""
         return self.interpreter.tensor(self.inputs[name])()
 
+    def output_view(self, name: str) -> np.ndarray:
+        """The output's own buffer, to copy from; valid until the next call (never kept across one)."""
+        return self.interpreter.tensor(self.outputs[name])()
+
     def release_file_pages(self) -> None:
         """Takes the model file's pages out of this process's resident memory.
 
@@ -232,7 +236,7 @@ class TfliteStepper:
                 model.release_file_pages()
         self.encoder.run(log_mel=log_mel)
         for name in self.cross_names:  # one layer at a time
-            self.decoder.set(**{name: self.encoder.output(name)})
+            self.decoder.set(**{name: self.encoder.output_view(name)})  # a copy less than output()
             self.encoder.release(name)
         self._holding_audio.clear()  # each gets it at its first use: a window that never needs one never pays
         self.reset()
