@@ -28,10 +28,10 @@ DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_la
         "decoder_heads")
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
 GREEDY_MODELS = ("features", "encoder", "decoder_step", "prefill")  # enough for greedy transcription
-# and beam search, best-of, word timestamps
-DEFAULT_MODELS = (*GREEDY_MODELS, "decoder_batch", "decoder_batch_short", "alignment")
-ROLES = ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "decoder_batch_short", "alignment",
-         "decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
+BATCH_MODELS = ("decoder_batch", "decoder_batch_short")  # the beams' (and best-of samples') one call per token
+DEFAULT_MODELS = (*GREEDY_MODELS, *BATCH_MODELS, "alignment")  # and beam search, best-of, word timestamps
+ROLES = ("features", "encoder", "decoder_step", "prefill", *BATCH_MODELS, "alignment", "decoder", "pcm_encoder",
+         "encoder_decoder", "whisper", "generator")
 # `convert --layout s4y`: whisper-s4y's files for apps built on that project (graphs/s4y.py), not a bundle.
 # File stem -> our role whose graph and default quantization it takes.
 S4Y_FORMAT = "whisper-s4y-layout"

@@ -15,7 +15,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
-from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
+from .bundle import BATCH_MODELS, DEFAULT_MODELS, ROLES, S4Y_MODELS
 from .errors import ConversionError, UsageError
 from .gpu_readiness import gpu_entries, gpu_verdicts
 
@@ -258,7 +258,7 @@ def convert(
                 (staging / file).write_bytes(model)
                 entries[role] = {"file": file, "quantization": plan[role], "min_runtime_version": needs,
                                  "sha256": sha256_of(staging / file), "bytes": len(model), **io_specs(model)}
-                if role in ("decoder_batch", "decoder_batch_short"):
+                if role in BATCH_MODELS:
                     entries[role]["batch"] = module.batch
                 bar.update()
             if gpu_analyzer is not None:

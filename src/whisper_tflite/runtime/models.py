@@ -15,7 +15,7 @@ except ImportError:  # only the older tflite-runtime package (2.14 at the oldest
     from tflite_runtime.interpreter import Interpreter
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, normalize_log_mel, pad_or_trim
-from ..bundle import Bundle
+from ..bundle import BATCH_MODELS, Bundle
 from ..errors import BundleError
 from ..native_log import native_stderr_hidden
 
@@ -184,12 +184,11 @@ class TfliteStepper:
         # One batch model is loaded at a time, at a fork that needs it: greedy decoding never pays for their
         # memory (about 80 MB on tiny.en).
         self.batch_decoder: LiteRtModel | None = None
-        self.batch_slots = 0  # the loaded batch model's cache slots
         self.batch_roles: dict[str, int] = {}  # role: cache slots
         self.batch_size = 1
         if "decoder_batch" in bundle.models:
             shapes = {role: {spec["name"]: spec["shape"] for spec in bundle.models[role]["inputs"]}
-                      for role in ("decoder_batch", "decoder_batch_short") if role in bundle.models}
+                      for role in BATCH_MODELS if role in bundle.models}
             self.batch_size = shapes["decoder_batch"]["tokens"][0]
             self.batch_roles = {role: named["self_k_0"][2] for role, named in shapes.items()
                                 if named["tokens"][0] == self.batch_size}
@@ -303,6 +302,11 @@ class TfliteStepper:
         for cache in self.rows.values():  # masked slots are multiplied by 0: uninitialized NaNs would leak
             model.input_view(cache)[...] = 0.0
 
+    @property
+    def batch_slots(self) -> int:
+        """The loaded batch model's cache slots (0 before the first fork)."""
+        return self.batch_decoder.input_shapes["self_k_0"][2] if self.batch_decoder is not None else 0
+
     def fork(self, slots: int | None = None) -> None:
         """Every row of the batch continues the sequence fed so far: its filled cache slots are copied in.
         `slots`: how many cache slots the rows will have filled at most (the whole context if not given).
@@ -320,7 +324,6 @@ class TfliteStepper:
                 self._holding_audio.discard(self.batch_decoder)
                 self.batch_decoder = None
             self.batch_decoder = LiteRtModel(self.bundle, role, self.threads)
-            self.batch_slots = self.batch_roles[role]
             self._zero_caches(self.batch_decoder)
         self._give_audio(self.batch_decoder)
         for cache in self.rows.values():
