@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import mmap
 import os
 from pathlib import Path
 
@@ -84,20 +83,14 @@ class LiteRtModel:
         for start, end in self._file_pages:
             _madvise_dontneed(start, end)  # a read-only shared mapping: nothing can be lost
 
-    def release(self, name: str) -> None:
-        """Gives back the memory of an input or output whose contents are no longer needed; it reads as zeros
-        until written again."""
-        index = self.inputs[name] if name in self.inputs else self.outputs[name]
-        release_pages(self.interpreter.tensor(index)())
-
 
 MADV_DONTNEED = 4  # the same value on every Linux architecture
 
 
 @functools.cache
 def _libc_madvise():
-    """libc's madvise, looked up once (begin calls it for every cross K/V tensor of every window); None where
-    there is none."""
+    """libc's madvise, looked up once (begin calls it for each decoder's file at every window); None where there
+    is none."""
     try:
         madvise = ctypes.CDLL(None).madvise
     except (OSError, AttributeError):
@@ -112,16 +105,6 @@ def _madvise_dontneed(start: int, end: int) -> None:
     madvise = _libc_madvise()
     if madvise is not None:
         madvise(start, end - start, MADV_DONTNEED)
-
-
-def release_pages(array: np.ndarray) -> None:
-    """Drops the whole pages of a contiguous array's buffer: private memory, so they come back as zeros at the
-    next touch. The pages it shares with its neighbours stay."""
-    page = mmap.PAGESIZE
-    start = -(-array.ctypes.data // page) * page
-    end = (array.ctypes.data + array.nbytes) // page * page
-    if end > start:
-        _madvise_dontneed(start, end)
 
 
 def file_mappings(path: Path) -> list[tuple[int, int]]:
@@ -224,19 +207,15 @@ class TfliteStepper:
     def begin(self, log_mel: np.ndarray) -> None:
         """Encodes a log-mel window [1, n_mels, 3000] and loads its cross K/V into decoder_step.
 
-        decoder_step's copy is the window's only one until a model loaded on demand takes its own: the encoder's
-        outputs are given back once copied, and the decoders' stale copies before the encoder runs (37 MB each on
-        base)."""
-        for model in (self.decoder, *self._holding_audio):
-            for name in self.cross_names:
-                model.release(name)
+        The encoder's outputs and each decoder's copy stay resident from window to window. Given back after each
+        copy (as they were, to keep 37 MB a copy off base's peak), their pages were faulted in again at the next
+        window: 15-20 ms a copy, twice a window under beam search, more than the copies themselves."""
         for model in (self.decoder, self.prefiller, self.batch_decoder):  # what one window's tokens read stays
             if model is not None:
                 model.release_file_pages()
         self.encoder.run(log_mel=log_mel)
-        for name in self.cross_names:  # one layer at a time
+        for name in self.cross_names:
             self.decoder.set(**{name: self.encoder.output_view(name)})  # a copy less than output()
-            self.encoder.release(name)
         self._holding_audio.clear()  # each gets it at its first use: a window that never needs one never pays
         self.reset()
 
