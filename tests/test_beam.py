@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,8 +95,17 @@ def test_top_extensions_equal_a_full_sort():
 
 # Issue 13 asks for +0.3 point in both cases. float32 is the same arithmetic on every CPU. The int8 bundles are
 # two different approximations whose rounding also depends on the CPU's int8 kernels: ours measured 2.65 % vs
-# 2.45 % on AVX-512 (Intel Xeon) and 2.86 % vs 2.45 % on AVX2 (AMD EPYC), two words of 490 more.
-BEAM_WER_MARGIN = {"float32": 0.003, "int8": 0.005}
+# 2.45 % with VNNI (Intel Xeon, AMD EPYC with AVX-512) and 2.86 % vs 2.45 % on AVX2 alone (AMD EPYC), two words
+# of 490 more. The +0.3 is held where XNNPACK has VNNI kernels to run; without them, +0.5.
+def _has_vnni() -> bool:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
+
+
+BEAM_WER_MARGIN = {"float32": 0.003, "int8": 0.003 if _has_vnni() else 0.005}
 
 
 @pytest.mark.parametrize("bundle, compute_type", [("tiny_bundle", "float32"), ("default_bundle", "int8")])
