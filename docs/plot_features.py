@@ -20,6 +20,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from whisper_tflite.audio import load_audio, pad_or_trim
+from whisper_tflite.conversion import to_tflite
 from whisper_tflite.evaluation import approximate_log_mel_nfft512
 from whisper_tflite.graphs.features import FeatureExtractor
 from whisper_tflite.reference import reference_features
@@ -35,7 +36,7 @@ def main(clip: Path = CLIP, out: Path = HERE / "features.png") -> None:
     reference = reference_features(checkpoint, pcm)[0]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "features.tflite"
-        FeatureExtractor.from_checkpoint(checkpoint).tflite(path)
+        path.write_bytes(to_tflite(FeatureExtractor.from_checkpoint(checkpoint)))
         ours = Interpreter(model_path=str(path)).get_signature_runner()(pcm=pcm)["log_mel"][0]
     approx = approximate_log_mel_nfft512(pcm)[0]
     frames = int(np.ceil(len(load_audio(clip)) / 160)) + 50  # the speech, not the zero padding

@@ -7,6 +7,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from whisper_tflite.audio import pad_or_trim
+from whisper_tflite.conversion import to_tflite
 from whisper_tflite.evaluation import approximate_log_mel_nfft512
 from whisper_tflite.graphs.features import FeatureExtractor
 from whisper_tflite.reference import reference_disagreement, reference_features
@@ -20,7 +21,7 @@ def features_graph(tiny_en):
 @pytest.fixture(scope="session")
 def features_tflite(features_graph, tmp_path_factory):
     path = tmp_path_factory.mktemp("features") / "features.tflite"
-    features_graph.tflite(path)
+    path.write_bytes(to_tflite(features_graph))
     return path
 
 

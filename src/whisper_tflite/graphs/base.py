@@ -1,8 +1,6 @@
-"""What every model class shares: a fixed input signature, a TF call, and conversion to a .tflite file."""
+"""What every model class shares: a fixed input signature and a TF call, traced for conversion."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import tensorflow as tf
 
@@ -32,15 +30,6 @@ class GraphModule(tf.Module):
         names = [spec.name for spec in self.input_signature]
         function = tf.function(lambda *args: self.call(dict(zip(names, args))), input_signature=self.input_signature)
         return function.get_concrete_function()
-
-    def tflite(self, path: str | Path | None = None, quantize: str = "none") -> bytes:
-        """Converts to TFLite (builtin ops only, checked) and writes `path` if given; returns the model bytes."""
-        from ..conversion import to_tflite
-
-        model = to_tflite(self, quantize)
-        if path is not None:
-            Path(path).write_bytes(model)
-        return model
 
 
 def layer_norm(x: tf.Tensor, weights: dict, name: str, epsilon: float = 1e-5) -> tf.Tensor:
