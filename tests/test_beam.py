@@ -165,8 +165,8 @@ def older_format(bundle, folder, version: int, dropped: tuple[str, ...]):
         del manifest["models"][role]
     manifest["format_version"] = version
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    for entry in manifest["models"].values():
-        (folder / entry["file"]).symlink_to(bundle / entry["file"])
+    for file in {entry["file"] for entry in manifest["models"].values()}:
+        (folder / file).symlink_to(bundle / file)
     shutil.copy(bundle / "tokenizer.json", folder)
     return folder
 

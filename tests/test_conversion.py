@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.tools import flatbuffer_utils
 
 from whisper_tflite.bundle import DEFAULT_MODELS, GREEDY_MODELS, sha256_of
@@ -44,7 +44,7 @@ TINY_EN_IO = {
     "decoder_step": ({"tokens": [1, 1], "offset": [1], **{f"self_{kv}_{i}": _CACHE for i in _LAYERS for kv in "kv"},
                       **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                      {"logits": [1, 1, 51864], **{f"new_{kv}_{i}": [6, 1, 64] for i in _LAYERS for kv in "kv"}}),
-    "prefill": ({"tokens": [1, 224], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
+    "prefill": ({"tokens": [1, 224], "offset": [1], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                 {f"new_{kv}_{i}": [6, 224, 64] for i in _LAYERS for kv in "kv"}),
     "decoder_batch": ({"tokens": [5, 1], "offset": [1],
                        **{f"self_{kv}_{i}": [5, *_CACHE] for i in _LAYERS for kv in "kv"},
@@ -57,7 +57,7 @@ TINY_EN_IO = {
                             {"logits": [5, 1, 51864],
                              **{f"new_{kv}_{i}": [5, 6, 1, 64] for i in _LAYERS for kv in "kv"}}),
     # tiny.en's 8 alignment heads, over the full context
-    "alignment": ({"tokens": [1, 448], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
+    "alignment": ({"tokens": [1, 448], "offset": [1], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                   {"weights": [8, 448, 1500]}),
 }
 INT32_INPUTS = {"tokens", "offset"}
@@ -94,21 +94,21 @@ def _bundle_of(quantize, tiny_bundle, fp16_bundle, default_bundle):
     return {"none": tiny_bundle, "fp16": fp16_bundle, "dynamic-int8": default_bundle, None: default_bundle}[quantize]
 
 
-def _peak_live_bytes(path) -> int:
-    """The most bytes of op outputs alive at once when the ops run in the file's order (as TFLite and XNNPACK run
-    them): what any arena must hold at least."""
-    interpreter = Interpreter(model_path=str(path),
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    ops = interpreter._get_ops_details()
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    outputs = {d["index"] for d in interpreter.get_output_details()}
-    born = {t: i for i, op in enumerate(ops) for t in op["outputs"]}
-    dies = {t: len(ops) if t in outputs else i for t, i in born.items()}
+def _peak_live_bytes(path, signature: str = "serving_default") -> int:
+    """The most bytes of op outputs alive at once when a signature's ops run in the file's order (as TFLite and
+    XNNPACK run them): what any arena must hold at least."""
+    model = flatbuffer_utils.read_model(str(path))
+    index = next(s.subgraphIndex for s in model.signatureDefs if s.signatureKey.decode() == signature)
+    subgraph = model.subgraphs[index]
+    ops = subgraph.operators
+    born = {t: i for i, op in enumerate(ops) for t in op.outputs}
+    dies = {t: len(ops) if t in subgraph.outputs else i for t, i in born.items()}
     for i, op in enumerate(ops):
-        for t in op["inputs"]:
+        for t in op.inputs:
             if t in born:
                 dies[t] = max(dies[t], i)
-    size = {t: int(np.prod(tensors[t]["shape"])) * np.dtype(tensors[t]["dtype"]).itemsize for t in born}
+    item = {0: 4, 1: 2, 2: 4, 6: 1, 9: 1}  # float32, float16, int32, bool, int8
+    size = {t: int(np.prod(subgraph.tensors[t].shape)) * item[subgraph.tensors[t].type] for t in born}
     return max(sum(size[t] for t in born if born[t] <= i <= dies[t]) for i in range(len(ops)))
 
 
@@ -118,7 +118,32 @@ def test_attention_scores_are_alive_a_chunk_at_a_time(default_bundle):
     113 MB unchunked, 32 MB chunked; prefill 18.5 and 10.8 MB)."""
     heads, frames = 6, 1500
     assert _peak_live_bytes(default_bundle / "encoder.tflite") < heads * frames * frames * 4
-    assert _peak_live_bytes(default_bundle / "prefill.tflite") < 2 * heads * 224 * frames * 4 * 0.75
+    assert _peak_live_bytes(default_bundle / "text_decoder.tflite", "prefill") < 2 * heads * 224 * frames * 4 * 0.75
+
+
+@pytest.mark.parametrize("quantize", ["none", "fp16", None])
+def test_every_weight_is_stored_once(quantize, tiny_bundle, fp16_bundle, default_bundle):
+    """No two constants of a bundle hold the same bytes (above 64 KB): the decoder roles are signatures of one
+    file, whose weights they share, and the token embedding is one tensor for the look-up and the logits."""
+    folder = _bundle_of(quantize, tiny_bundle, fp16_bundle, default_bundle)
+    seen: dict[bytes, str] = {}
+    for file in sorted(folder.glob("*.tflite")):
+        model = flatbuffer_utils.read_model(str(file))
+        for index, buffer in enumerate(model.buffers):
+            if buffer.data is not None and len(buffer.data) > 1 << 16:
+                data = np.asarray(buffer.data, np.uint8).tobytes()
+                assert data not in seen, f"{file.name} buffer {index} repeats {seen[data]}"
+                seen[data] = f"{file.name} buffer {index}"
+    embedding = 51864 * 384
+    sizes = {"none": 4 * embedding, "fp16": 2 * embedding, None: embedding}
+    assert any(len(data) == sizes[quantize] for data in seen)  # the embedding, once
+
+
+def test_default_bundle_size(default_bundle):
+    """tiny.en's default bundle, every model and the tokenizer, is what an app downloads: 42 MiB at most (the
+    published sizes of the same weights: whisper.cpp's q8_0 file about 43 MB, faster-whisper's folder 78 MB)."""
+    total = sum(path.stat().st_size for path in default_bundle.iterdir())
+    assert total <= 42 * 2**20, total / 2**20
 
 
 @pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic-int8", None])
@@ -132,7 +157,7 @@ def test_bundle_files_are_builtin_static_and_finite(quantize, tiny_bundle, fp16_
         path = folder / entry["file"]
         assert sha256_of(path) == entry["sha256"] and entry["bytes"] == path.stat().st_size
         _check_model_file(path)
-        runner = Interpreter(model_path=str(path)).get_signature_runner()
+        runner = Interpreter(model_path=str(path)).get_signature_runner(entry["signature"])
         inputs, outputs = TINY_EN_IO[role]
         assert {n: list(d["shape"]) for n, d in runner.get_input_details().items()} == inputs, role
         assert {n: list(d["shape"]) for n, d in runner.get_output_details().items()} == outputs, role

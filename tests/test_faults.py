@@ -139,10 +139,10 @@ def _extra(folder):
 
 
 def _corrupt(folder):
-    target = (folder / "decoder_step.tflite").resolve()
-    (folder / "decoder_step.tflite").unlink()
+    target = (folder / "text_decoder.tflite").resolve()
+    (folder / "text_decoder.tflite").unlink()
     data = bytearray(target.read_bytes()[:4096])
-    (folder / "decoder_step.tflite").write_bytes(bytes(data))
+    (folder / "text_decoder.tflite").write_bytes(bytes(data))
 
 
 def _newer(folder):

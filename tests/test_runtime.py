@@ -70,8 +70,7 @@ def test_model_files_are_not_resident_twice(default_bundle, english_clips):
     print(report["resident"])
     assert "ask not what your country can do for you" in report["text"]
     assert not report["prefill_loaded"] and not report["encoder_built"]
-    assert {Path(p).name for p in report["resident"]} == {"features.tflite", "encoder.tflite", "decoder_step.tflite",
-                                                          "decoder_batch_short.tflite"}  # beam 5 by default
+    assert {Path(p).name for p in report["resident"]} == {"features.tflite", "encoder.tflite", "text_decoder.tflite"}
     resident, size = (sum(pair[i] for pair in report["resident"].values()) for i in (0, 1))
     assert resident < 0.35 * size  # all of each file was read once, when XNNPACK packed it
 

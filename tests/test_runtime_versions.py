@@ -103,10 +103,6 @@ def test_tflite_runtime_2_14_transcribes_as_litert(tiny_bundle, older_bundle, de
             assert entry["min_runtime_version"] == recorded_runtime(bundle / entry["file"])
     assert transcribe_on_old_runtime(old_runtime_python, tiny_bundle, clips) == greedy_texts(tiny_bundle, clips)
 
-    sizes = [json.loads((b / "manifest.json").read_text())["models"]["decoder_step"]["bytes"]
-             for b in (older_bundle, default_bundle)]
-    print(f"decoder_step: {sizes[0] / 1e6:.1f} MB with one int8 scale per layer, {sizes[1] / 1e6:.1f} MB per channel")
-    assert sizes[0] < 0.65 * sizes[1]  # token table and logits projection: one int8 tensor, not two
     on_old = transcribe_on_old_runtime(old_runtime_python, older_bundle, clips)
     on_litert, default = greedy_texts(older_bundle, clips), greedy_texts(default_bundle, clips)
     references = [c.reference for c in clips]
@@ -162,7 +158,7 @@ def test_inspect_shows_what_a_folder_holds(default_bundle, s4y_tiny_en, tmp_path
     rows = inspect_rows(done.stdout)
     for role in ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "decoder_batch_short",
                  "alignment"):
-        path = default_bundle / f"{role}.tflite"
+        path = default_bundle / ("text_decoder.tflite" if role not in ("features", "encoder") else f"{role}.tflite")
         assert rows[role] == [role, path.name, f"{path.stat().st_size / 1e6:.1f}",
                               "none" if role == "features" else "dynamic-int8", recorded_runtime(path), "-"], rows
     assert "GPU: not analyzed" in done.stdout and "languages (1): en" in done.stdout

@@ -111,13 +111,13 @@ def test_shrunk_member_matches_reference(name, tmp_path, english_clip):
 CONVERSION_MEMORY = """
 import sys
 import numpy as np
-from whisper_tflite.conversion import DEFAULT_POLICY, build_module, to_tflite
+from whisper_tflite.conversion import DEFAULT_POLICY, build_modules, to_tflite
 from whisper_tflite.sources import load_whisper
 
 def status(field):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field))
 
-module = build_module("encoder", load_whisper(sys.argv[1]))
+module = build_modules(["encoder"], load_whisper(sys.argv[1]), DEFAULT_POLICY["encoder"])["encoder"]
 weights = sum(int(np.prod(variable.shape)) * 4 for variable in module.serving_function().variables)
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
 before = status("VmRSS")

@@ -19,7 +19,9 @@ FORMAT = "whisper-tflite-bundle"
 # still load: without decoder_batch they decode greedily.
 # 4: the decoder_batch_short role (beam search on windows without previous text, over half the cache). Version 3
 # bundles still load: they search with decoder_batch alone.
-FORMAT_VERSION = 4
+# 5: the decoder roles are signatures of one file sharing its weights (each entry names its `signature`), the token
+# embedding stored once; prefill and alignment take an `offset`. Versions 2-4 still load: one file a role.
+FORMAT_VERSION = 5
 OLDEST_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
@@ -30,6 +32,11 @@ DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_la
 GREEDY_MODELS = ("features", "encoder", "decoder_step", "prefill")  # enough for greedy transcription
 BATCH_MODELS = ("decoder_batch", "decoder_batch_short")  # the beams' (and best-of samples') one call per token
 DEFAULT_MODELS = (*GREEDY_MODELS, *BATCH_MODELS, "alignment")  # and beam search, best-of, word timestamps
+# The roles that run the text decoder on the encoder's cross K/V: signatures of one file (`TEXT_DECODER_FILE`),
+# so its weights are stored, mapped and packed once.
+TEXT_DECODER_ROLES = ("decoder_step", "prefill", *BATCH_MODELS, "alignment")
+TEXT_DECODER_FILE = "text_decoder.tflite"
+SINGLE_SIGNATURE = "serving_default"  # the key of a file that holds one model
 ROLES = ("features", "encoder", "decoder_step", "prefill", *BATCH_MODELS, "alignment", "decoder", "pcm_encoder",
          "encoder_decoder", "whisper", "generator")
 # `convert --layout s4y`: whisper-s4y's files for apps built on that project (graphs/s4y.py), not a bundle.
@@ -61,6 +68,15 @@ class Bundle:
             raise BundleError(f"{self.folder} has no {role!r} model; convert it with --models {role}")
         return self.folder / self.models[role]["file"]
 
+    def signature(self, role: str) -> str:
+        """The role's signature key in its file (format 5); the file's only one before."""
+        return self.models[role].get("signature", SINGLE_SIGNATURE)
+
+    @property
+    def files(self) -> dict[str, int]:
+        """Each model file once, with its size in bytes (several roles may share one)."""
+        return {entry["file"]: (self.folder / entry["file"]).stat().st_size for entry in self.models.values()}
+
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True) -> "Bundle":
         """Reads and validates a bundle; `verify` also checks every file's sha256 against the manifest."""
@@ -85,11 +101,14 @@ def read_manifest(folder: Path) -> object:
 
 def check_files(folder: Path, manifest: dict, verify: bool = True) -> None:
     """Every listed file present (and, with `verify`, matching its sha256), the tokenizer too, no unlisted model."""
+    hashed: dict[str, str] = {}  # roles that share a file: hashed once
     for role, entry in manifest["models"].items():
         path = folder / entry["file"]
         if not path.is_file():
             raise BundleError(f"{folder}: the {role} model {entry['file']} is missing; convert the bundle again")
-        if verify and sha256_of(path) != entry["sha256"]:
+        if verify and entry["file"] not in hashed:
+            hashed[entry["file"]] = sha256_of(path)
+        if verify and hashed[entry["file"]] != entry["sha256"]:
             raise BundleError(f"{path} does not match its sha256 in {MANIFEST} (corrupt or replaced); "
                               "convert the bundle again")
     listed = {entry["file"] for entry in manifest["models"].values()}
@@ -145,6 +164,8 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
             raise _damaged(where, f"the {role} entry lacks its file or sha256")
         if Path(entry["file"]).name != entry["file"] or not entry["file"]:
             raise _damaged(where, f"the {role} file {entry['file']!r} must be a plain file name")
+        if version >= 5 and not isinstance(entry.get("signature"), str):
+            raise _damaged(where, f"the {role} entry lacks its signature")
         for side in ("inputs", "outputs"):
             specs = entry.get(side)
             if not isinstance(specs, list) or not all(

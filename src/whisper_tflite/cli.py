@@ -229,8 +229,9 @@ def _inspect(args) -> int:
     sizes = {role: (args.bundle / entry["file"]).stat().st_size for role, entry in models.items()}
     gpu = gpu_entries(args.gpu_analyzer, args.bundle, models) if args.gpu_analyzer is not None else \
         {role: entry.get("gpu") for role, entry in models.items()}
-    print(f"{args.bundle}: {kind}; {len(models)} models, {sum(sizes.values()) / 1e6:.1f} MB, every file matches "
-          "its sha256")
+    files = {entry["file"]: sizes[role] for role, entry in models.items()}  # roles may share a file
+    print(f"{args.bundle}: {kind}; {len(models)} models in {len(files)} files, {sum(files.values()) / 1e6:.1f} MB, "
+          "every file matches its sha256")
     rows = [("role", "file", "MB", "quantization", "runtime", "GPU")] + [
         (role, entry["file"], f"{sizes[role] / 1e6:.1f}", str(entry.get("quantization", "?")),
          str(entry.get("min_runtime_version", "?")),

@@ -9,17 +9,20 @@ import tempfile
 from typing import TYPE_CHECKING, TextIO
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
-from .bundle import BATCH_MODELS, DEFAULT_MODELS, ROLES, S4Y_MODELS
+from .bundle import (BATCH_MODELS, DEFAULT_MODELS, ROLES, S4Y_MODELS, SINGLE_SIGNATURE, TEXT_DECODER_FILE,
+                     TEXT_DECODER_ROLES)
 from .errors import ConversionError, UsageError
 from .gpu_readiness import gpu_entries, gpu_verdicts
 
 if TYPE_CHECKING:
+    from .graphs.base import GraphModule
     from .sources import WhisperCheckpoint
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
@@ -29,27 +32,30 @@ _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
 _FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}  # TFLite TensorType codes of float tensors
 
 
-def to_tflite(module, quantize: str = "none", per_channel: bool = True) -> bytes:
-    """Converts a `GraphModule` with builtin ops only, then refuses the result if it breaks a runtime rule.
+def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "none", per_channel: bool = True) -> bytes:
+    """Converts a `GraphModule`, or several as the named signatures of one file (they then share the weights they
+    read: each is stored once), with builtin ops only; then refuses the result if it breaks a runtime rule.
 
     `per_channel=False` quantizes each dense layer's int8 weights with one scale instead of one per output
     channel: FULLY_CONNECTED version 9, which TFLite 2.3 runs, instead of version 12, which needs 2.17."""
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
-    function = module.serving_function()
-    # Converted from a SavedModel written here, not from the function: the converter would write the same
+    signatures = models if isinstance(models, dict) else {SINGLE_SIGNATURE: models}
+    name = " + ".join(module.role for module in signatures.values())
+    functions = {key: module.serving_function() for key, module in signatures.items()}
+    # Converted from a SavedModel written here, not from the functions: the converter would write the same
     # SavedModel, then keep a Python copy of it loaded (every weight again) while its C++ part runs. Only the
-    # variables the traced graph reads are saved (an encoder leaves the decoder's token table behind).
+    # variables the traced graphs read are saved (an encoder leaves the decoder's token table behind).
     used = tf.Module()
-    used.variables_read = list(function.variables)
+    used.variables_read = list({id(v): v for f in functions.values() for v in f.variables}.values())
     with tempfile.TemporaryDirectory(prefix="whisper-tflite-") as saved:
         try:
-            tf.saved_model.save(used, saved, signatures={"serving_default": function})
+            tf.saved_model.save(used, saved, signatures=functions)
         except (OSError, tf.errors.OpError) as e:  # a full disk: OSError from Python's writes, OpError from TF's
             cause = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
-            raise ConversionError(f"TFLite conversion of {module.role} could not write its temporary SavedModel in "
+            raise ConversionError(f"TFLite conversion of {name} could not write its temporary SavedModel in "
                                   f"{tempfile.gettempdir()}: {cause.strip().splitlines()[0]}") from e
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(functions))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize == "fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -60,10 +66,135 @@ def to_tflite(module, quantize: str = "none", per_channel: bool = True) -> bytes
         try:
             model = converter.convert()
         except Exception as e:  # the converter raises ConverterError, ValueError, ... with MLIR dumps
-            raise ConversionError(
-                f"TFLite conversion of {module.role} failed: {str(e).strip().splitlines()[0]}") from e
-    check_model(model, module.role)
+            raise ConversionError(f"TFLite conversion of {name} failed: {str(e).strip().splitlines()[0]}") from e
+    if quantize == "dynamic-int8":  # files of int8 weights: far from flatbuffers' 2 GB, which this rewrite keeps to
+        parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+        share_token_table(parsed)
+        store_tables_as_float16(parsed)
+        model = serialize(parsed)
+    check_model(model, name)
     return model
+
+
+_FLOAT32, _FLOAT16, _INT32, _INT8 = 0, 1, 2, 9  # TFLite TensorType codes
+_DEQUANTIZE, _FULLY_CONNECTED, _GATHER = 6, 9, 36  # BuiltinOperator codes
+
+
+def share_token_table(parsed) -> None:
+    """Stores the token embedding once in a dynamic-range int8 decoder file.
+
+    The logits' FULLY_CONNECTED holds the embedding as int8 weights with a scale per row; the look-up of the
+    input tokens gathers rows of an int8 table of the same shape and multiplies them by gathered scales
+    (`graphs.decoder.Int8TokenRows`, which rounds as the converter does). Here every such table is pointed at
+    the weights' bytes, and the scales (stored as int32 bits) are the weights' own, so both read one copy,
+    exactly. A file without logits keeps its table."""
+    weights: dict[tuple, tuple[int, np.ndarray]] = {}  # shape: (buffer, scales) of int8 FULLY_CONNECTED weights
+    tables, scale_buffers = [], set()
+    for subgraph in parsed.subgraphs:
+        for op in subgraph.operators:
+            opcode = parsed.operatorCodes[op.opcodeIndex]
+            code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+            if code == _FULLY_CONNECTED:
+                source = subgraph.tensors[op.inputs[1]]
+                if source.type == _INT8 and source.quantization is not None:
+                    weights[tuple(source.shape)] = (source.buffer, np.asarray(source.quantization.scale, np.float32))
+            elif code == _GATHER:
+                source = subgraph.tensors[op.inputs[0]]
+                if source.type == _INT8 and (source.quantization is None or source.quantization.scale is None):
+                    tables.append(source)
+                elif source.type == _INT32 and len(source.shape) == 1:
+                    scale_buffers.add(source.buffer)
+    shared = [table for table in tables if tuple(table.shape) in weights]
+    if not shared:
+        return
+    for table in shared:
+        table.buffer, scales = weights[tuple(table.shape)]
+        for index in scale_buffers:  # the look-up's scales: one per row
+            if len(parsed.buffers[index].data) == 4 * table.shape[0]:
+                parsed.buffers[index].data = np.broadcast_to(scales, table.shape[:1]).astype(np.float32).view(np.uint8)
+    _drop_unused_buffers(parsed)
+
+
+FLOAT16_TABLE_BYTES = 1 << 16
+
+
+def store_tables_as_float16(parsed) -> None:
+    """Stores the float32 constants of 64 KB or more that an int8 file still holds as float16, each read through a
+    DEQUANTIZE that LiteRT runs once, when the model is prepared. These are the position embeddings (the
+    encoder's [1500, d], 2.3 MB on tiny.en): beside int8 weights their float16 rounding (3 digits) is noise."""
+    halves: dict[int, int] = {}  # float32 buffer -> its float16 copy
+    dequantize = _opcode(parsed, _DEQUANTIZE)
+    for subgraph in parsed.subgraphs:
+        for index, tensor in enumerate(list(subgraph.tensors)):
+            data = parsed.buffers[tensor.buffer].data if tensor.buffer else None
+            if tensor.type != _FLOAT32 or data is None or len(data) < FLOAT16_TABLE_BYTES:
+                continue
+            if tensor.buffer not in halves:
+                half = schema.BufferT()
+                half.data = np.frombuffer(bytes(data), np.float32).astype(np.float16).view(np.uint8)
+                parsed.buffers.append(half)
+                halves[tensor.buffer] = len(parsed.buffers) - 1
+            source = schema.TensorT()
+            source.name, source.type, source.buffer = tensor.name + b"/float16", _FLOAT16, halves[tensor.buffer]
+            source.shape = tensor.shape
+            subgraph.tensors.append(source)
+            tensor.buffer = 0  # now the DEQUANTIZE's output
+            op = schema.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = dequantize, [len(subgraph.tensors) - 1], [index]
+            subgraph.operators.insert(0, op)
+    _drop_unused_buffers(parsed)
+
+
+def _opcode(parsed, code: int) -> int:
+    """The index of the model's operator code for builtin `code`, added if the model has none."""
+    for index, opcode in enumerate(parsed.operatorCodes):
+        if max(opcode.builtinCode, opcode.deprecatedBuiltinCode) == code:
+            return index
+    opcode = schema.OperatorCodeT()
+    opcode.builtinCode, opcode.deprecatedBuiltinCode, opcode.version = code, min(code, 127), 3
+    parsed.operatorCodes.append(opcode)
+    return len(parsed.operatorCodes) - 1
+
+
+def _drop_unused_buffers(parsed) -> None:
+    referenced = {t.buffer for g in parsed.subgraphs for t in g.tensors} | {m.buffer for m in parsed.metadata or []}
+    for index, buffer in enumerate(parsed.buffers):
+        if index not in referenced:
+            buffer.data = None
+
+
+def serialize(parsed) -> bytes:
+    """The model's bytes, with each constant tensor's quantization parameters written once. Every signature's
+    subgraph has its own tensor for a shared weight, each with the same scales and zero points (12 bytes a
+    channel): the token embedding's, 0.6 MB on tiny.en, would otherwise be written once a signature."""
+    packed: dict[int, int] = {}
+    shared: dict[tuple, _QuantizationOnce] = {}
+    for subgraph in parsed.subgraphs:
+        for tensor in subgraph.tensors:
+            quantization = tensor.quantization
+            if tensor.buffer and quantization is not None and quantization.scale is not None:
+                key = (tensor.buffer, np.asarray(quantization.scale).tobytes(),
+                       np.asarray(quantization.zeroPoint).tobytes(), quantization.quantizedDimension)
+                tensor.quantization = shared.setdefault(key, _QuantizationOnce(quantization, packed))
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(parsed.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+class _QuantizationOnce(schema.QuantizationParametersT):
+    """Quantization parameters that several tensors share: packed at the first, referenced by the others."""
+
+    def __init__(self, params, packed: dict[int, int]):
+        super().__init__()
+        self.__dict__.update(vars(params))
+        self._packed = packed
+
+    def Pack(self, builder):  # noqa: N802 (flatbuffers' name)
+        if id(self) not in self._packed:
+            self._packed[id(self)] = super().Pack(builder)
+        return self._packed[id(self)]
+
+
 
 
 def check_model(model: bytes, role: str) -> None:
@@ -148,9 +279,12 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
     return {role: chosen[role] for role in roles}
 
 
-def build_module(role: str, checkpoint):
+def build_modules(roles: list[str], checkpoint, quantize: str) -> dict[str, GraphModule]:
+    """The TF modules of `roles`, which go into one file. Text decoder roles quantized to int8 share one int8 look-up
+    table of the token embedding (`graphs.decoder.Int8TokenRows`)."""
     from .graphs.combined import Decoder, EncoderDecoder, Generator, PcmEncoder, Whisper
-    from .graphs.decoder import DecoderAlignment, DecoderBatchShort, DecoderBatchStep, DecoderPrefill, DecoderStep
+    from .graphs.decoder import (DecoderAlignment, DecoderBatchShort, DecoderBatchStep, DecoderPrefill, DecoderStep,
+                                 Int8TokenRows)
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
 
@@ -159,14 +293,32 @@ def build_module(role: str, checkpoint):
                 "decoder_batch_short": DecoderBatchShort, "alignment": DecoderAlignment, "decoder": Decoder,
                 "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
                 "generator": Generator}
-    return builders[role].from_checkpoint(checkpoint)
+    if not set(roles) <= set(TEXT_DECODER_ROLES):
+        return {role: builders[role].from_checkpoint(checkpoint) for role in roles}
+    token_rows = Int8TokenRows.from_checkpoint(checkpoint) if quantize == "dynamic-int8" else None
+    return {role: builders[role].from_checkpoint(checkpoint, token_rows=token_rows) for role in roles}
 
 
-def io_specs(model: bytes) -> dict[str, list[dict]]:
-    """Input and output names, shapes and dtypes of the serving signature, read back from the file."""
+def model_files(roles: tuple[str, ...], plan: dict[str, str]) -> dict[str, list[str]]:
+    """File name -> the roles it holds: the text decoder roles of one quantization share a file, every other role
+    has its own."""
+    decoder_policies = sorted({plan[role] for role in roles if role in TEXT_DECODER_ROLES})
+    files: dict[str, list[str]] = {}
+    for role in roles:
+        if role not in TEXT_DECODER_ROLES:
+            files[f"{role}.tflite"] = [role]
+        elif len(decoder_policies) == 1:
+            files.setdefault(TEXT_DECODER_FILE, []).append(role)
+        else:
+            files.setdefault(TEXT_DECODER_FILE.replace(".tflite", f"-{plan[role]}.tflite"), []).append(role)
+    return files
+
+
+def io_specs(model: bytes, signature: str = SINGLE_SIGNATURE) -> dict[str, list[dict]]:
+    """Input and output names, shapes and dtypes of a signature, read back from the file."""
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=model).get_signature_runner()
+    runner = Interpreter(model_content=model).get_signature_runner(signature)
 
     def describe(details: dict) -> list[dict]:
         return [{"name": name, "shape": [int(d) for d in d_["shape"]], "dtype": np.dtype(d_["dtype"]).name}
@@ -245,22 +397,28 @@ def convert(
                 language, prompt = _s4y_prompt(checkpoint, language)
             bar.update()
             entries = {}
-            for role in roles:
-                bar.set_postfix_str(f"{role} ({plan[role]})")
-                module = build_s4y_module(role, checkpoint, prompt) if s4y else build_module(role, checkpoint)
-                model = to_tflite(module, plan[role], per_channel=ceiling is None or ceiling >= (2, 17))
+            files = {f"{role}.tflite": [role] for role in roles} if s4y else model_files(roles, plan)
+            for file, group in files.items():
+                quantization = plan[group[0]]
+                bar.set_postfix_str(f"{' + '.join(group)} ({quantization})")
+                built = {group[0]: build_s4y_module(group[0], checkpoint, prompt)} if s4y else \
+                    build_modules(group, checkpoint, quantization)
+                keys = {role: role if role in TEXT_DECODER_ROLES else SINGLE_SIGNATURE for role in group}
+                model = to_tflite({keys[role]: module for role, module in built.items()}, quantization, per_channel=ceiling is None or ceiling >= (2, 17))
                 needs = min_runtime_version(model)
                 if ceiling is not None and version_tuple(needs) > ceiling:
-                    raise UsageError(f"{role} ({plan[role]}) needs TFLite/LiteRT {needs}, newer than "
-                                     f"--min-runtime {min_runtime}: leave {role} out of --models or give a "
-                                     "newer --min-runtime")
-                file = f"{role}.tflite"
+                    raise UsageError(f"{' + '.join(group)} ({quantization}) needs TFLite/LiteRT {needs}, newer "
+                                     f"than --min-runtime {min_runtime}: leave {group[0]} out of --models or give "
+                                     "a newer --min-runtime")
                 (staging / file).write_bytes(model)
-                entries[role] = {"file": file, "quantization": plan[role], "min_runtime_version": needs,
-                                 "sha256": sha256_of(staging / file), "bytes": len(model), **io_specs(model)}
-                if role in BATCH_MODELS:
-                    entries[role]["batch"] = module.batch
-                bar.update()
+                digest = sha256_of(staging / file)
+                for role in group:
+                    entries[role] = {"file": file, **({} if s4y else {"signature": keys[role]}),
+                                     "quantization": quantization, "min_runtime_version": needs, "sha256": digest,
+                                     "bytes": len(model), **io_specs(model, keys[role])}
+                    if role in BATCH_MODELS:
+                        entries[role]["batch"] = built[role].batch
+                bar.update(len(group))
             if gpu_analyzer is not None:
                 bar.set_postfix_str("GPU analyzer")
                 for role, verdict in gpu_entries(gpu_analyzer, staging, entries).items():

@@ -62,6 +62,6 @@ def gpu_entries(python: str, folder: Path, models: dict[str, dict]) -> dict[str,
     """The manifest's `gpu` field ({analyzer, compatible, warnings}) of each model of `models` (manifest entries,
     their files in `folder`), from one run of the analyzer."""
     files = {role: str(Path(folder) / entry["file"]) for role, entry in models.items()}
-    analyzer, found = gpu_verdicts(python, list(files.values()))
+    analyzer, found = gpu_verdicts(python, sorted(set(files.values())))  # roles may share a file
     return {role: {"analyzer": analyzer, "compatible": not found[file], "warnings": found[file]}
             for role, file in files.items()}

@@ -9,12 +9,42 @@ step's arithmetic). Caches and cross K/V are one tensor per layer: slicing a sta
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from .base import (NEG_INF, GraphModule, attend, attend_in_chunks, dense, layer_norm, merge_heads, mix_values, mlp,
                    query_keys, split_heads)
 
 CROSS_QUERY_ROWS = 112  # of the prefill's cross-attention scores [heads, 224, 1500]: half alive at a time
+EMBEDDING = "model/decoder/embed_tokens/embeddings"
+
+
+class Int8TokenRows:
+    """The token embedding as int8 rows with one scale each, for the look-up of the input tokens.
+
+    The embedding is read twice: rows for the input tokens, and the whole table as the logits' matrix. In a float
+    file both read one constant. Dynamic-range int8 would store it twice: the logits' FULLY_CONNECTED weights
+    with a scale per row, and the looked-up table with one scale for all (and 4 % of the step's K/V values off).
+    Rows looked up from an int8 table with a scale per row, cast and scaled, read the same bytes as those
+    weights: conversion then points the look-up at them (`conversion.share_token_table`)."""
+
+    def __init__(self, table: np.ndarray):
+        peaks = np.abs(table).max(axis=1)
+        scales = np.where(peaks > 0, peaks / 127.0, 1.0).astype(np.float32)
+        rows = np.clip(np.round(table / scales[:, None]), -127, 127).astype(np.int8)
+        self.rows = tf.Variable(rows, trainable=False)
+        # As their bits: the dynamic-range quantizer would store float scales as int8 with one scale of their own.
+        self.scale_bits = tf.Variable(scales.view(np.int32), trainable=False)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> "Int8TokenRows":
+        return cls(checkpoint.variables[EMBEDDING].numpy())
+
+    def look_up(self, tokens: tf.Tensor) -> tf.Tensor:
+        """tokens [n] -> rows [n, d], float32."""
+        count = tokens.shape[0]
+        scales = tf.reshape(tf.bitcast(tf.gather(self.scale_bits, tokens), tf.float32), [count, 1])
+        return tf.cast(tf.gather(self.rows, tokens), tf.float32) * scales
 
 
 class DecoderStep(GraphModule):
@@ -24,9 +54,10 @@ class DecoderStep(GraphModule):
 
     role = "decoder_step"
 
-    def __init__(self, weights: dict, config, n_tokens: int = 1):
+    def __init__(self, weights: dict, config, n_tokens: int = 1, token_rows: Int8TokenRows | None = None):
         super().__init__()
         self.w = weights
+        self.token_rows = token_rows
         self.layers = config.decoder_layers
         self.heads = config.decoder_attention_heads
         self.head_dim = config.d_model // config.decoder_attention_heads
@@ -35,8 +66,21 @@ class DecoderStep(GraphModule):
         self.n_tokens = n_tokens
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, n_tokens: int = 1) -> "DecoderStep":
-        return cls(checkpoint.variables, checkpoint.config, n_tokens)
+    def from_checkpoint(cls, checkpoint, n_tokens: int = 1, token_rows: Int8TokenRows | None = None) -> "DecoderStep":
+        return cls(checkpoint.variables, checkpoint.config, n_tokens, token_rows)
+
+    def embed(self, tokens: tf.Tensor) -> tf.Tensor:
+        """tokens [n] -> their embedding rows [n, d]."""
+        if self.token_rows is not None:
+            return self.token_rows.look_up(tokens)
+        return tf.gather(self.w[EMBEDDING], tokens)
+
+    def causal_bias(self, offset: tf.Tensor, count: int) -> tf.Tensor:
+        """[count, count]: NEG_INF where a new token would see a later one. Computed from `offset` at run time:
+        as a constant it would be stored in the file (alignment's: 0.8 MB)."""
+        positions = offset + tf.range(count, dtype=tf.int32)
+        later = tf.reshape(positions, [1, count]) > tf.reshape(positions, [count, 1])
+        return tf.cast(later, tf.float32) * NEG_INF
 
     @property
     def cache_shape(self) -> list[int]:
@@ -57,25 +101,23 @@ class DecoderStep(GraphModule):
     def call(self, inputs):
         outputs, x = self._layers(inputs)
         x = layer_norm(x, self.w, "model/decoder/layer_norm")
-        logits = tf.matmul(x, self.w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
+        logits = tf.matmul(x, self.w[EMBEDDING], transpose_b=True)
         outputs["logits"] = tf.reshape(logits, [1, *logits.shape])  # not [tf.newaxis]: a STRIDED_SLICE copy
         return outputs
 
     def _layers(self, inputs):
-        """new_k_{i}/new_v_{i}, and the last layer's output [T, d]. Without cache inputs, the tokens are the
-        whole sequence, from position 0."""
+        """new_k_{i}/new_v_{i}, and the last layer's output [T, d]. Without cache inputs, the tokens attend to
+        each other only."""
         w = self.w
         tokens = inputs["tokens"]
         count = tokens.shape[1]
         has_cache = "self_k_0" in inputs
-        offset = inputs["offset"] if has_cache else tf.zeros([1], tf.int32)
-        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tf.reshape(tokens, [count]))
-        x = x + self.positions(offset, count)
+        offset = inputs["offset"]
+        x = self.embed(tf.reshape(tokens, [count])) + self.positions(offset, count)
         # Cache slots from `offset` on are empty; among the new tokens, each sees itself and those before it.
         empty = tf.cast(tf.range(self.n_ctx, dtype=tf.int32) >= offset, tf.float32)
         cache_bias = tf.reshape(empty, [1, self.n_ctx]) * NEG_INF
-        causal_bias = tf.constant(
-            [[NEG_INF if j > t else 0.0 for j in range(count)] for t in range(count)], tf.float32)
+        causal_bias = self.causal_bias(offset, count)
         outputs = {}
         for i in range(self.layers):
             p = f"model/decoder/layers.{i}"
@@ -125,24 +167,25 @@ def _attend_two(q: tf.Tensor, first: tuple, second: tuple) -> tf.Tensor:
 
 
 class DecoderPrefill(DecoderStep):
-    """The previous-text prompt in one call: tokens [1, n_text_ctx // 2] from position 0, cross_k_{i}/cross_v_{i}
-    -> new_k_{i}/new_v_{i} [heads, n_text_ctx // 2, hd], without logits (nobody reads a prompt's predictions).
+    """The previous-text prompt in one call: tokens [1, n_text_ctx // 2] at positions offset.. (the runtime gives
+    0), cross_k_{i}/cross_v_{i} -> new_k_{i}/new_v_{i} [heads, n_text_ctx // 2, hd], without logits (nobody reads
+    a prompt's predictions).
 
     The runtime pads the prompt to the fixed width; the padding's rows land in slots after the prompt, which
     `DecoderStep` masks until it writes its own rows there, so they are never attended to."""
 
     role = "prefill"
 
-    def __init__(self, weights: dict, config):
-        super().__init__(weights, config, n_tokens=config.max_target_positions // 2)
+    def __init__(self, weights: dict, config, token_rows: Int8TokenRows | None = None):
+        super().__init__(weights, config, n_tokens=config.max_target_positions // 2, token_rows=token_rows)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint) -> "DecoderPrefill":
-        return cls(checkpoint.variables, checkpoint.config)
+    def from_checkpoint(cls, checkpoint, token_rows: Int8TokenRows | None = None) -> "DecoderPrefill":
+        return cls(checkpoint.variables, checkpoint.config, token_rows)
 
     @property
     def input_signature(self):
-        return [spec for spec in super().input_signature if spec.name == "tokens" or spec.name.startswith("cross_")]
+        return [spec for spec in super().input_signature if not spec.name.startswith("self_")]
 
     def call(self, inputs):
         return self._layers(inputs)[0]
@@ -158,14 +201,15 @@ class DecoderBatchStep(DecoderStep):
 
     role = "decoder_batch"
 
-    def __init__(self, weights: dict, config, batch: int = 5, slots: int | None = None):
-        super().__init__(weights, config)
+    def __init__(self, weights: dict, config, batch: int = 5, slots: int | None = None,
+                 token_rows: Int8TokenRows | None = None):
+        super().__init__(weights, config, token_rows=token_rows)
         self.batch = batch
         self.slots = slots or self.n_ctx
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, batch: int = 5) -> "DecoderBatchStep":
-        return cls(checkpoint.variables, checkpoint.config, batch)
+    def from_checkpoint(cls, checkpoint, token_rows: Int8TokenRows | None = None) -> "DecoderBatchStep":
+        return cls(checkpoint.variables, checkpoint.config, token_rows=token_rows)
 
     @property
     def cache_shape(self) -> list[int]:
@@ -181,8 +225,7 @@ class DecoderBatchStep(DecoderStep):
         w = self.w
         offset = inputs["offset"]
         batch, heads, head_dim = self.batch, self.heads, self.head_dim
-        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tf.reshape(inputs["tokens"], [batch]))  # [B, d]
-        x = x + self.positions(offset, 1)
+        x = self.embed(tf.reshape(inputs["tokens"], [batch])) + self.positions(offset, 1)  # [B, d]
         empty = tf.cast(tf.range(self.slots, dtype=tf.int32) >= offset, tf.float32)
         cache_bias = tf.reshape(empty, [1, self.slots]) * NEG_INF  # reshapes, not [tf.newaxis]: STRIDED_SLICE
         outputs = {}
@@ -209,7 +252,7 @@ class DecoderBatchStep(DecoderStep):
             x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
             x = mlp(x, w, p)
         x = layer_norm(x, w, "model/decoder/layer_norm")
-        logits = tf.matmul(x, w["model/decoder/embed_tokens/embeddings"], transpose_b=True)
+        logits = tf.matmul(x, w[EMBEDDING], transpose_b=True)
         outputs["logits"] = tf.reshape(logits, [batch, 1, -1])
         return outputs
 
@@ -226,17 +269,19 @@ class DecoderBatchShort(DecoderBatchStep):
 
     role = "decoder_batch_short"
 
-    def __init__(self, weights: dict, config, batch: int = 5):
-        super().__init__(weights, config, batch, slots=config.max_target_positions // 2 + SHORT_PROMPT_ROOM)
+    def __init__(self, weights: dict, config, batch: int = 5, token_rows: Int8TokenRows | None = None):
+        super().__init__(weights, config, batch, slots=config.max_target_positions // 2 + SHORT_PROMPT_ROOM,
+                         token_rows=token_rows)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, batch: int = 5) -> "DecoderBatchShort":
-        return cls(checkpoint.variables, checkpoint.config, batch)
+    def from_checkpoint(cls, checkpoint, token_rows: Int8TokenRows | None = None) -> "DecoderBatchShort":
+        return cls(checkpoint.variables, checkpoint.config, token_rows=token_rows)
 
 
 class DecoderAlignment(DecoderStep):
-    """Word timing's input (openai/whisper `timing.py`): tokens [1, n_text_ctx] from position 0 (start-of-transcript
-    sequence, <|notimestamps|>, a window's text tokens, end-of-text, then padding), cross_k_{i}/cross_v_{i} ->
+    """Word timing's input (openai/whisper `timing.py`): tokens [1, n_text_ctx] at positions offset.. (the runtime
+    gives 0: start-of-transcript sequence, <|notimestamps|>, a window's text tokens, end-of-text, then padding),
+    cross_k_{i}/cross_v_{i} ->
     `weights` [n_alignment_heads, n_text_ctx, n_audio_ctx]: the alignment heads' cross-attention, softmax over the
     audio frames.
 
@@ -246,26 +291,24 @@ class DecoderAlignment(DecoderStep):
 
     role = "alignment"
 
-    def __init__(self, weights: dict, config, heads: list[list[int]]):
-        super().__init__(weights, config, n_tokens=config.max_target_positions)
+    def __init__(self, weights: dict, config, heads: list[list[int]], token_rows: Int8TokenRows | None = None):
+        super().__init__(weights, config, n_tokens=config.max_target_positions, token_rows=token_rows)
         self.alignment_heads = [tuple(pair) for pair in heads]
 
     @classmethod
-    def from_checkpoint(cls, checkpoint) -> "DecoderAlignment":
-        return cls(checkpoint.variables, checkpoint.config, checkpoint.alignment_heads)
+    def from_checkpoint(cls, checkpoint, token_rows: Int8TokenRows | None = None) -> "DecoderAlignment":
+        return cls(checkpoint.variables, checkpoint.config, checkpoint.alignment_heads, token_rows)
 
     @property
     def input_signature(self):
-        return [spec for spec in super().input_signature if spec.name == "tokens" or spec.name.startswith("cross_")]
+        return [spec for spec in super().input_signature if not spec.name.startswith("self_")]
 
     def call(self, inputs):
         w = self.w
-        tokens = inputs["tokens"]
+        tokens, offset = inputs["tokens"], inputs["offset"]
         count = tokens.shape[1]
-        x = tf.gather(w["model/decoder/embed_tokens/embeddings"], tokens[0])
-        x = x + w["model/decoder/embed_positions/weight"][:count]
-        causal_bias = tf.constant(
-            [[NEG_INF if j > t else 0.0 for j in range(count)] for t in range(count)], tf.float32)
+        x = self.embed(tf.reshape(tokens, [count])) + self.positions(offset, count)
+        causal_bias = self.causal_bias(offset, count)
         last = max(layer for layer, _ in self.alignment_heads)
         weights = {}
         for i in range(last + 1):
