@@ -8,6 +8,7 @@ Only redirecting the descriptor hides them. The `whisper_tflite` logger at DEBUG
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -57,6 +58,14 @@ def native_stderr_hidden() -> Iterator[TextIO]:
             _depth -= 1
             if _depth == 0:
                 sys.stderr.flush()
+                _flush_c_streams()  # LiteRT's log lines wait in C stdio buffers
                 os.dup2(_saved, 2)
                 os.close(_saved)
                 _saved = None
+
+
+def _flush_c_streams() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask
+        pass

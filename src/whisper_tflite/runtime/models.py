@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +14,31 @@ from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, normalize_log_mel, pad_or_t
 from ..bundle import BATCH_MODELS, Bundle
 from ..errors import BundleError
 from ..native_log import native_stderr_hidden
+from . import compiled as compiled_api
+from .pages import file_mappings, release_file_pages
 
 
 class LiteRtModel:
-    """One .tflite file's serving signature. Inputs persist between calls, so unchanged ones are set once."""
+    """One role of a bundle: a signature of its file, run by tensor index with as few copies as possible. Roles of
+    one file share its interpreter (`opened`), so its weights are mapped once. Inputs persist between calls, so
+    unchanged ones are set once.
 
-    def __init__(self, bundle: Bundle, role: str, threads: int | None):
+    Calls go to the interpreter's own wrapper with the signature's subgraph index: `Interpreter.tensor`, the only
+    way to read and write a tensor in place, reaches the first subgraph alone."""
+
+    def __init__(self, bundle: Bundle, role: str, threads: int | None, opened: dict[Path, Interpreter] | None = None):
         path = bundle.path(role)
+        key = bundle.signature(role)
+        opened = {} if opened is None else opened
         try:
             with native_stderr_hidden():
-                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-                self.interpreter.allocate_tensors()
-                runner = self.interpreter.get_signature_runner()
+                if path not in opened:
+                    opened[path] = Interpreter(model_path=str(path), num_threads=threads)
+                interpreter = opened[path]
+                runner = interpreter.get_signature_runner(key)
+                self._wrapper = interpreter._interpreter
+                self._subgraph = self._wrapper.GetSubgraphIndexFromSignature(key)
+                self._wrapper.AllocateTensors(self._subgraph)
             self._file_pages = file_mappings(path)
             self.release_file_pages()
         except (ValueError, RuntimeError) as e:
@@ -44,82 +54,61 @@ class LiteRtModel:
         self.input_shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in inputs.items()}
         self.output_shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in outputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
-        entry = bundle.models[role]
-        for listed, actual in ((entry.get("inputs"), inputs), (entry.get("outputs"), outputs)):
-            expected = {spec["name"]: list(spec["shape"]) for spec in listed or []}
-            if expected != {name: [int(n) for n in d["shape"]] for name, d in actual.items()}:
-                raise BundleError(f"{path} does not have the inputs and outputs its manifest lists "
-                                  "(a model from another bundle?); convert the bundle again")
+        _check_io(bundle, role, self.input_shapes, self.output_shapes)
 
     def set(self, **arrays: np.ndarray) -> None:
         for name, array in arrays.items():
-            self.interpreter.set_tensor(self.inputs[name], array)
+            self._wrapper.SetTensor(self.inputs[name], array, self._subgraph)
 
     def run(self, **arrays: np.ndarray) -> None:
         self.set(**arrays)
-        self.interpreter.invoke()
+        self._wrapper.Invoke(self._subgraph)
 
     def output(self, name: str) -> np.ndarray:
         """A copy of an output (the interpreter reuses its buffers at the next call)."""
-        return self.interpreter.get_tensor(self.outputs[name])
+        return self._wrapper.GetTensor(self.outputs[name], self._subgraph)
 
     def input_view(self, name: str) -> np.ndarray:
         """The input's own buffer, to change in place; valid until the next call (never kept across one)."""
-        return self.interpreter.tensor(self.inputs[name])()
+        return self._wrapper.tensor(self._wrapper, self.inputs[name], self._subgraph)
 
     def output_view(self, name: str) -> np.ndarray:
         """The output's own buffer, to copy from; valid until the next call (never kept across one)."""
-        return self.interpreter.tensor(self.outputs[name])()
+        return self._wrapper.tensor(self._wrapper, self.outputs[name], self._subgraph)
 
     def release_file_pages(self) -> None:
-        """Takes the model file's pages out of this process's resident memory.
-
-        The interpreter memory-maps the file, and XNNPACK, when the model is prepared, packs the weights of the
-        ops it runs into memory of its own: from then on every such weight would be resident twice (140 MB of
-        base's files). Afterwards only the ops XNNPACK leaves to TFLite (the token embedding's gather) read the
-        file, and the kernel maps those pages back from its page cache when they do, with their neighbours
-        (64 KB at a time): the tokens of a few windows map most of the table again.
-        """
-        for start, end in self._file_pages:
-            _madvise_dontneed(start, end)  # a read-only shared mapping: nothing can be lost
+        release_file_pages(self._file_pages)
 
 
-MADV_DONTNEED = 4  # the same value on every Linux architecture
-
-
-@functools.cache
-def _libc_madvise():
-    """libc's madvise, looked up once (begin calls it for each decoder's file at every window); None where there
-    is none."""
+def open_compiled(bundle: Bundle, role: str, threads: int | None,
+                  opened: dict[Path, compiled_api.CompiledFile]) -> compiled_api.CompiledSignature:
+    """A role's signature of its file compiled for the CPU (compiled once, `opened`, for the roles that share it)."""
+    path = bundle.path(role)
     try:
-        madvise = ctypes.CDLL(None).madvise
-    except (OSError, AttributeError):
-        return None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return madvise
+        with native_stderr_hidden():
+            if path not in opened:
+                opened[path] = compiled_api.CompiledFile(path, bundle.models[role]["sha256"], threads)
+            model = opened[path].signature(bundle.signature(role))
+    except (ValueError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise BundleError(f"{path} does not load in LiteRT's CompiledModel ({reason}); convert the bundle "
+                          "again") from None
+    _check_io(bundle, role, model.input_shapes, model.output_shapes)
+    return model
 
 
-def _madvise_dontneed(start: int, end: int) -> None:
-    """Takes pages [start, end) out of this process's resident memory. Linux and Android only; elsewhere
-    nothing."""
-    madvise = _libc_madvise()
-    if madvise is not None:
-        madvise(start, end - start, MADV_DONTNEED)
+def _check_io(bundle: Bundle, role: str, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> None:
+    entry = bundle.models[role]
+    for listed, actual in ((entry.get("inputs"), inputs), (entry.get("outputs"), outputs)):
+        if {spec["name"]: list(spec["shape"]) for spec in listed or []} != \
+                {name: [int(n) for n in shape] for name, shape in actual.items()}:
+            raise BundleError(f"{bundle.path(role)} does not have the inputs and outputs its manifest lists "
+                              "(a model from another bundle?); convert the bundle again")
 
 
-def file_mappings(path: Path) -> list[tuple[int, int]]:
-    """The address ranges where this process maps the file (none where /proc is not there)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            lines = maps.readlines()
-    except OSError:
-        return []
-    target, ranges = os.path.realpath(path), []
-    for line in lines:
-        fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].rstrip("\n") == target:
-            ranges.append(tuple(int(address, 16) for address in fields[0].split("-")))
-    return ranges
+def _from_start(model: LiteRtModel) -> dict[str, np.ndarray]:
+    """The offset of a call that feeds tokens from the first position; bundles before format 5 take none."""
+    return {"offset": np.zeros([1], np.int32)} if "offset" in model.inputs else {}
 
 
 CONTEXT_FRAMES = 2  # a frame spans n_fft = 400 samples: 1.25 hops either side of its centre
@@ -139,16 +128,19 @@ class TfliteStepper:
     the rows fit in fewer cache slots, decoder_batch_short runs them instead.
     """
 
-    def __init__(self, bundle: Bundle, threads: int | None):
-        self.features = LiteRtModel(bundle, "features", threads)
-        self.encoder = LiteRtModel(bundle, "encoder", threads)
-        self.decoder = LiteRtModel(bundle, "decoder_step", threads)
-        # Without a prefill model (it is optional), prompts are fed one token per step. Loaded at the first prompt:
-        # audio under 30 s has none, and never pays for its memory (about 80 MB on base).
+    def __init__(self, bundle: Bundle, threads: int | None, compiled: bool | None = None):
+        """`compiled`: run on LiteRT's CompiledModel (None: where this runtime has it), else on the interpreter."""
+        self.compiled = compiled_api.available() if compiled is None else compiled
+        self._opened: dict[Path, object] = {}  # one interpreter or compiled model a file, shared by its roles
+        self.bundle, self.threads = bundle, threads
+        self.features = self._load("features")
+        self.encoder = self._load("encoder")
+        self.decoder = self._load("decoder_step")
+        # Without a prefill model (it is optional), prompts are fed one token per step. Prepared at the first
+        # prompt: audio under 30 s has none, and never pays for its arena.
         self.use_prefill = "prefill" in bundle.models
         self.prefiller: LiteRtModel | None = None
-        self.bundle, self.threads = bundle, threads
-        self.aligner: LiteRtModel | None = None  # loaded at the first word timestamps: its arena is large
+        self.aligner: LiteRtModel | None = None  # prepared at the first word timestamps: its arena is large
         # The models loaded on demand (prefill, aligner, batch decoder) that hold the begun window's cross K/V
         self._holding_audio: set[LiteRtModel] = set()
         self.n_ctx = bundle.manifest["dims"]["n_text_ctx"]
@@ -164,9 +156,9 @@ class TfliteStepper:
                               "convert the bundle again")
         # Optional too (bundles of format 2 lack it): without it only greedy decoding and one sample at a time.
         # With it, decoder_batch_short if the bundle has it (format 4): the same rows over fewer cache slots.
-        # One batch model is loaded at a time, at a fork that needs it: greedy decoding never pays for their
-        # memory (about 80 MB on tiny.en).
+        # Each is prepared at the first fork that needs it: greedy decoding never pays for their arenas.
         self.batch_decoder: LiteRtModel | None = None
+        self._batch_models: dict[str, LiteRtModel] = {}
         self.batch_roles: dict[str, int] = {}  # role: cache slots
         self.batch_size = 1
         if "decoder_batch" in bundle.models:
@@ -177,6 +169,17 @@ class TfliteStepper:
                                 if named["tokens"][0] == self.batch_size}
         self._zero_caches(self.decoder)
         self.offset = 0
+
+    def _load(self, role: str) -> LiteRtModel | compiled_api.CompiledSignature:
+        """A role's model. Compiled, every decoder reads the encoder's cross K/V outputs where they are."""
+        if not self.compiled:
+            return LiteRtModel(self.bundle, role, self.threads, self._opened)
+        model = open_compiled(self.bundle, role, self.threads, self._opened)
+        if role != "encoder":
+            for name in model.inputs:
+                if name.startswith("cross_"):
+                    model.share(name, self.encoder.output_view(name))
+        return model
 
     def log_mel(self, window: np.ndarray) -> np.ndarray:
         """[1, n_mels, 3000] of up to 30 s of samples, zero-padded and normalized on their own (Hugging Face's
@@ -214,14 +217,15 @@ class TfliteStepper:
             if model is not None:
                 model.release_file_pages()
         self.encoder.run(log_mel=log_mel)
-        for name in self.cross_names:
-            self.decoder.set(**{name: self.encoder.output_view(name)})  # a copy less than output()
+        if not self.compiled:
+            for name in self.cross_names:
+                self.decoder.set(**{name: self.encoder.output_view(name)})  # a copy less than output()
         self._holding_audio.clear()  # each gets it at its first use: a window that never needs one never pays
         self.reset()
 
     def _give_audio(self, model: LiteRtModel) -> None:
         """The begun window's cross K/V, from decoder_step's inputs, into a model loaded on demand, once a window."""
-        if model not in self._holding_audio:
+        if model not in self._holding_audio and not self.compiled:  # compiled, they read the encoder's
             for name in self.cross_names:
                 model.set(**{name: self.decoder.input_view(name)})
             self._holding_audio.add(model)
@@ -238,14 +242,14 @@ class TfliteStepper:
                 self.step(token)
             return
         if self.prefiller is None:
-            self.prefiller = LiteRtModel(self.bundle, "prefill", self.threads)
+            self.prefiller = self._load("prefill")
         width = self.prefiller.input_shapes["tokens"][-1]
         if self.offset != 0 or len(tokens) > width:
             raise IndexError(f"a prefill takes at most {width} tokens, from the first position")
         self._give_audio(self.prefiller)
         padded = np.full([1, width], tokens[-1], np.int32)
         padded[0, : len(tokens)] = tokens
-        self.prefiller.run(tokens=padded)
+        self.prefiller.run(tokens=padded, **_from_start(self.prefiller))
         self._write_rows(self.prefiller)
         self.offset = len(tokens)
 
@@ -253,14 +257,14 @@ class TfliteStepper:
         """[heads, width, 1500], or None if the tokens are more than the width; rows past `tokens` see end-of-text
         padding. The cross K/V go into the aligner only when words are asked for."""
         if self.aligner is None:
-            self.aligner = LiteRtModel(self.bundle, "alignment", self.threads)
+            self.aligner = self._load("alignment")
         width = self.aligner.input_shapes["tokens"][-1]
         if len(tokens) > width:
             return None
         self._give_audio(self.aligner)
         padded = np.full([1, width], tokens[-1], np.int32)
         padded[0, : len(tokens)] = tokens
-        self.aligner.run(tokens=padded)
+        self.aligner.run(tokens=padded, **_from_start(self.aligner))
         return self.aligner.output("weights")
 
     def step(self, token: int) -> np.ndarray:
@@ -290,20 +294,18 @@ class TfliteStepper:
         """Every row of the batch continues the sequence fed so far: its filled cache slots are copied in.
         `slots`: how many cache slots the rows will have filled at most (the whole context if not given).
 
-        The loaded batch model runs the rows if it has that many slots; otherwise the one with the fewest that
-        has them replaces it. Each row's attention reads its whole cache at every step, so fewer slots run faster
-        (`benchmarks/beam.py` times each batch model's step)."""
+        The batch model with the fewest cache slots that has that many runs the rows: each row's attention reads
+        its whole cache at every step, so fewer slots run faster (`benchmarks/beam.py` times each batch model's
+        step)."""
         if not self.batch_roles:
             raise RuntimeError("this bundle has no decoder_batch model")
         needed = slots or self.n_ctx
-        if self.batch_slots < needed:
-            role = min((role for role, count in self.batch_roles.items() if count >= needed),
-                       key=self.batch_roles.__getitem__)
-            if self.batch_decoder is not None:  # its memory goes before the other's comes
-                self._holding_audio.discard(self.batch_decoder)
-                self.batch_decoder = None
-            self.batch_decoder = LiteRtModel(self.bundle, role, self.threads)
-            self._zero_caches(self.batch_decoder)
+        role = min((role for role, count in self.batch_roles.items() if count >= needed),
+                   key=self.batch_roles.__getitem__)
+        if role not in self._batch_models:
+            self._batch_models[role] = self._load(role)
+            self._zero_caches(self._batch_models[role])
+        self.batch_decoder = self._batch_models[role]
         self._give_audio(self.batch_decoder)
         for cache in self.rows.values():
             self.batch_decoder.input_view(cache)[:, :, : self.offset] = self.decoder.input_view(cache)[:, : self.offset]

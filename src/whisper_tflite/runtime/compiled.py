@@ -1,0 +1,223 @@
+"""LiteRT's CompiledModel, with every input and output in numpy memory of our own (no TensorFlow here).
+
+Two things the interpreter cannot do. XNNPACK packs a file's weights once for all its signatures, into a weight
+cache file that the next process maps instead of packing again (the interpreter packs a shared weight once a
+signature, in memory of each process). And the tensors are arrays we own: a KV cache row is written in place,
+and the encoder's cross K/V outputs are the decoders' inputs, never copied.
+
+The Python wrapper of ai-edge-litert 2.3 makes host-memory buffers of one dimension only, which a model's
+multi-dimensional input refuses (and an unaligned array it copies, silently). These buffers are made through
+LiteRT's C API (`LiteRtCreateTensorBufferFromHostMemory`, litert/c/litert_tensor_buffer.h) in the library the
+wrapper itself loaded, with the tensor's own shape, and handed to the wrapper as the capsule it makes. Where any
+of that is missing (an older or other runtime), `available()` is False and the interpreter runs the bundle.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import sys
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from ..native_log import native_stderr_hidden
+from .pages import file_mappings, release_file_pages
+
+ALIGNMENT = 64  # LiteRT's host memory alignment: it copies a less aligned array instead of using it
+_ELEMENT_TYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 2}  # LiteRtElementType, TfLiteType's values
+_CAPSULE = ctypes.create_string_buffer(b"LiteRtTensorBuffer")  # the wrapper's capsule name; lives as long as we do
+
+
+class _Layout(ctypes.Structure):  # LiteRtLayout
+    _fields_ = [("rank", ctypes.c_uint, 7), ("has_strides", ctypes.c_uint, 1),
+                ("dimensions", ctypes.c_int32 * 8), ("strides", ctypes.c_uint32 * 8)]
+
+
+class _RankedTensorType(ctypes.Structure):  # LiteRtRankedTensorType
+    _fields_ = [("element_type", ctypes.c_int), ("layout", _Layout)]
+
+
+@functools.cache
+def _api():
+    """(LiteRT's C library, CompiledModel, Options, CpuOptions, TensorBuffer), or None where this runtime lacks
+    any of them."""
+    try:
+        import ai_edge_litert
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.options import CpuOptions, Options
+        from ai_edge_litert.tensor_buffer import TensorBuffer
+
+        library = ctypes.CDLL(os.path.join(os.path.dirname(ai_edge_litert.__file__), "libLiteRt.so"))
+        create, destroy = library.LiteRtCreateTensorBufferFromHostMemory, library.LiteRtDestroyTensorBuffer
+    except (ImportError, OSError, AttributeError):
+        return None
+    if ctypes.sizeof(_RankedTensorType) != 72:  # the C API's struct, as litert_model_types.h lays it out
+        return None
+    create.argtypes = [ctypes.POINTER(_RankedTensorType), ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                       ctypes.POINTER(ctypes.c_void_p)]
+    destroy.argtypes = [ctypes.c_void_p]
+    return create, destroy, CompiledModel, Options, CpuOptions, TensorBuffer
+
+
+def available() -> bool:
+    return _api() is not None
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(size + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
+_new_capsule = ctypes.pythonapi.PyCapsule_New
+_new_capsule.restype, _new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def _host_buffer(array: np.ndarray):
+    """A TensorBuffer over `array` (aligned, C-contiguous) with its shape: LiteRT reads and writes the array."""
+    create, destroy, _, _, _, TensorBuffer = _api()
+    tensor_type = _RankedTensorType()
+    tensor_type.element_type = _ELEMENT_TYPES[array.dtype]
+    tensor_type.layout.rank = array.ndim
+    for axis, size in enumerate(array.shape):
+        tensor_type.layout.dimensions[axis] = size
+    handle = ctypes.c_void_p()
+    if create(ctypes.byref(tensor_type), array.ctypes.data, array.nbytes, None, ctypes.byref(handle)) != 0:
+        raise RuntimeError(f"LiteRT refused a host buffer of shape {array.shape}")
+    buffer = TensorBuffer(_new_capsule(handle.value, ctypes.addressof(_CAPSULE), None))
+    buffer.host_array = array  # the memory must outlive the buffer
+    weakref.finalize(buffer, destroy, handle.value)
+    return buffer
+
+
+def weight_cache_path(model: Path, sha256: str) -> str:
+    """Where the packed weights of `model` are kept: one file per model content, runtime and CPU, in the user's
+    cache folder. XNNPACK keys a cache by buffer index, not content: a cache of other weights would be read as
+    these, so the name holds the file's sha256. ":memory" (shared within the process only) where there is no
+    writable cache folder."""
+    import ai_edge_litert
+
+    flags = next((line for line in _cpu_info() if line.startswith(("flags", "Features"))), platform.machine())
+    identity = hashlib.sha256(f"{getattr(ai_edge_litert, '__version__', '')} {flags}".encode()).hexdigest()[:12]
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper-tflite" / "xnnpack"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return ":memory"
+    return str(folder / f"{model.stem}-{sha256[:16]}-{identity}.xnnpack")
+
+
+@functools.cache
+def _cpu_info() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return info.readlines()
+    except OSError:
+        return []
+
+
+@functools.cache
+def _environment():
+    """One LiteRT environment for every compiled model: each would otherwise make its own, and look for NPU and GPU
+    accelerators again (and log it)."""
+    import ai_edge_litert
+    from ai_edge_litert.environment import Environment, EnvironmentOptions
+
+    atexit.register(_quiet_end)
+    return Environment.create(options=EnvironmentOptions(runtime_path=os.path.dirname(ai_edge_litert.__file__)))
+
+
+def _quiet_end() -> None:
+    """LiteRT logs the end of each accelerator to fd 2 as the process ends, after Python's last output: once
+    Python has flushed its streams, fd 2 goes to /dev/null."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+class CompiledFile:
+    """One .tflite file compiled for the CPU, its weights packed once for all its signatures."""
+
+    def __init__(self, path: Path, sha256: str, threads: int | None):
+        _, _, CompiledModel, Options, CpuOptions, _ = _api()
+        cache = weight_cache_path(path, sha256)
+        # A new cache is written under a name of this process's and moved into place whole once written, so a
+        # process never maps another's half-written file.
+        building = cache if cache == ":memory" or os.path.exists(cache) else \
+            f"{cache}.{os.getpid()}-{os.urandom(4).hex()}.partial"
+        options = Options(cpu_options=CpuOptions(num_threads=threads or 0, xnnpack_weight_cache_path=building))
+        try:
+            self.model = CompiledModel.from_file(str(path), environment=_environment(), options=options)
+        finally:
+            if building != cache and os.path.exists(building):
+                os.replace(building, cache)
+        self.pages = file_mappings(path)
+        release_file_pages(self.pages)  # the packed weights are the cache's; few ops read the file
+
+    def signature(self, key: str) -> "CompiledSignature":
+        return CompiledSignature(self, key)
+
+
+class CompiledSignature:
+    """A signature of a `CompiledFile`, with `LiteRtModel`'s interface: its inputs and outputs are arrays of ours
+    that persist between calls (an input set once stays set)."""
+
+    def __init__(self, file: CompiledFile, key: str):
+        self._file, self._model, self._key = file, file.model, key
+        self._ran = False
+        inputs, outputs = (details(key) for details in (file.model.get_input_tensor_details,
+                                                         file.model.get_output_tensor_details))
+        self._in = {name: aligned_zeros(d["shape"], d["dtype"]) for name, d in inputs.items()}
+        self._out = {name: aligned_zeros(d["shape"], d["dtype"]) for name, d in outputs.items()}
+        self._in_buffers = {name: _host_buffer(array) for name, array in self._in.items()}
+        self._out_buffers = {name: _host_buffer(array) for name, array in self._out.items()}
+        self.inputs = dict.fromkeys(self._in)
+        self.outputs = dict.fromkeys(self._out)
+        self.input_shapes = {name: array.shape for name, array in self._in.items()}
+        self.output_shapes = {name: array.shape for name, array in self._out.items()}
+
+    def share(self, name: str, array: np.ndarray) -> None:
+        """Reads input `name` from `array` (another model's output, say) from now on, without copying it."""
+        if array.shape != self._in[name].shape or array.dtype != self._in[name].dtype:
+            raise ValueError(f"{name}: {array.shape} {array.dtype} for {self._in[name].shape} {self._in[name].dtype}")
+        self._in[name] = array
+        self._in_buffers[name] = _host_buffer(array)
+
+    def set(self, **arrays: np.ndarray) -> None:
+        for name, array in arrays.items():
+            np.copyto(self._in[name], array, casting="same_kind")
+
+    def run(self, **arrays: np.ndarray) -> None:
+        self.set(**arrays)
+        if self._ran:
+            self._model.run_by_name(self._key, self._in_buffers, self._out_buffers)
+            return
+        with native_stderr_hidden():  # a signature's first run logs the making of an environment
+            self._model.run_by_name(self._key, self._in_buffers, self._out_buffers)
+        self._ran = True
+
+    def output(self, name: str) -> np.ndarray:
+        return self._out[name].copy()
+
+    def input_view(self, name: str) -> np.ndarray:
+        return self._in[name]
+
+    def output_view(self, name: str) -> np.ndarray:
+        return self._out[name]
+
+    def release_file_pages(self) -> None:
+        release_file_pages(self._file.pages)

@@ -1,0 +1,57 @@
+"""A model file's pages in this process's resident memory: where they are, and how to give them back."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from pathlib import Path
+
+MADV_DONTNEED = 4  # the same value on every Linux architecture
+
+
+@functools.cache
+def _libc_madvise():
+    """libc's madvise, looked up once (begin calls it for each decoder's file at every window); None where there
+    is none."""
+    try:
+        madvise = ctypes.CDLL(None).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
+
+
+def _madvise_dontneed(start: int, end: int) -> None:
+    """Takes pages [start, end) out of this process's resident memory. Linux and Android only; elsewhere
+    nothing."""
+    madvise = _libc_madvise()
+    if madvise is not None:
+        madvise(start, end - start, MADV_DONTNEED)
+
+
+def file_mappings(path: Path) -> list[tuple[int, int]]:
+    """The address ranges where this process maps the file (none where /proc is not there)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return []
+    target, ranges = os.path.realpath(path), []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].rstrip("\n") == target:
+            ranges.append(tuple(int(address, 16) for address in fields[0].split("-")))
+    return ranges
+
+
+def release_file_pages(pages: list[tuple[int, int]]) -> None:
+    """Takes a model file's pages out of this process's resident memory.
+
+    LiteRT memory-maps the file, and XNNPACK, when the model is prepared, packs the weights of the ops it runs
+    into memory of its own (or its weight cache's): from then on every such weight would be resident twice.
+    Afterwards only the ops XNNPACK leaves to TFLite (the token embedding's gather) read the file, and the
+    kernel maps those pages back from its page cache when they do, with their neighbours (64 KB at a time).
+    """
+    for start, end in pages:
+        _madvise_dontneed(start, end)  # a read-only shared mapping: nothing can be lost
