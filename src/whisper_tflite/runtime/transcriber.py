@@ -25,6 +25,7 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 from __future__ import annotations
 
 import os
+import queue
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -338,21 +339,38 @@ def _leading_silence(samples: np.ndarray) -> int:
 
 
 class Transcriber:
-    """Transcribes audio with a converted bundle, on the LiteRT interpreter alone (no TensorFlow)."""
+    """Transcribes audio with a converted bundle, on the LiteRT interpreter alone (no TensorFlow).
 
-    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True):
+    Safe to call from many threads: each call takes one of `num_workers` workers, each with interpreters of its
+    own, for the whole call (language detection included), and waits while all are busy. An interpreter is not
+    thread-safe, and a worker's decoding state (KV cache, begun window) lives in them. Every call decodes as it
+    would alone: sampling restarts from the same seed at each call.
+    """
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
+                 num_workers: int = 1):
+        """`threads`: interpreter threads of each worker [min(4, cores // num_workers), at least 1]."""
         from .models import TfliteStepper
 
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise UsageError(f"num_workers must be a whole number of at least 1, got {num_workers!r}")
         self.bundle = Bundle.load(bundle_dir, verify=verify)
         manifest = self.bundle.manifest
         self.multilingual = bool(manifest["dims"]["multilingual"])
         self.tokenizer = WhisperTokenizer.from_file(self.bundle.folder / TOKENIZER, self.multilingual)
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise UsageError(f"threads must be a positive number, or 0 or None for the default (got {threads!r})")
-        self.threads = threads or min(4, os.cpu_count() or 1)
-        self.stepper = TfliteStepper(self.bundle, self.threads)
-        self.decoder = LongFormDecoder(self.stepper, self.tokenizer, manifest["suppress_tokens"],
-                                       manifest["begin_suppress_tokens"])
+        self.num_workers = num_workers
+        self.threads = threads or max(1, min(4, (os.cpu_count() or 1) // num_workers))
+        workers = [LongFormDecoder(TfliteStepper(self.bundle, self.threads), self.tokenizer,
+                                   manifest["suppress_tokens"], manifest["begin_suppress_tokens"])
+                   for _ in range(num_workers)]
+        self._free: queue.Queue[LongFormDecoder] = queue.Queue()
+        for worker in workers:
+            self._free.put(worker)
+        # The first worker's, for tools and tests that drive its models directly while no `transcribe` runs
+        self.decoder = workers[0]
+        self.stepper = self.decoder.stepper
 
     @property
     def languages(self) -> list[str]:
@@ -410,4 +428,8 @@ class Transcriber:
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{source_name(audio)}: shorter than 10 ms")
-        return self.decoder.transcribe(samples, language, task, options, progress)
+        worker = self._free.get()
+        try:
+            return worker.transcribe(samples, language, task, options, progress)
+        finally:
+            self._free.put(worker)
