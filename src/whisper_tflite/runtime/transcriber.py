@@ -94,6 +94,7 @@ class Segment:
     temperature: float = 0.0
     compression_ratio: float = 0.0
     words: list[Word] | None = None  # with word_timestamps only
+    seek: int = 0  # the first mel frame of the window it was decoded in
 
 
 @dataclass
@@ -114,8 +115,8 @@ class TranscriptionResult:
 
 
 def _segment_dict(index: int, segment: Segment) -> dict:
-    """openai-whisper's segment fields (`seek` aside), so its users' code reads ours."""
-    entry = {"id": index, "start": segment.start, "end": segment.end, "text": segment.text,
+    """openai-whisper's segment fields, so its users' code reads ours."""
+    entry = {"id": index, "seek": segment.seek, "start": segment.start, "end": segment.end, "text": segment.text,
              "tokens": segment.tokens, "temperature": segment.temperature, "avg_logprob": segment.avg_logprob,
              "compression_ratio": segment.compression_ratio, "no_speech_prob": segment.no_speech_prob}
     if segment.words is not None:
@@ -294,7 +295,7 @@ class LongFormDecoder:
             return Segment(start=round(start, 3), end=round(end, 3), text=self.tokenizer.decode(piece),
                            tokens=piece, token_logprobs=result.token_logprobs[first:last],
                            avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
-                           temperature=temperature, compression_ratio=result.compression_ratio)
+                           temperature=temperature, compression_ratio=result.compression_ratio, seek=seek)
 
         if not boundaries:
             stamps = [t for t in tokens if t >= begin]
