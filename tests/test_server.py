@@ -8,6 +8,9 @@ import http.client
 import io
 import json
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import urllib.request
@@ -201,3 +204,35 @@ def test_models_and_health(served, default_bundle):
 def _assert_serves(served: Served, paths: dict[str, Path]) -> None:
     answer = served.client.audio.transcriptions.create(model="whisper-1", file=paths[SHORT])
     assert answer.text == served.transcriber.transcribe(paths[SHORT]).text != ""
+
+
+def test_the_server_side_never_imports_tensorflow_and_serve_names_a_missing_extra():
+    """With TensorFlow unimportable the server module loads; with Starlette unimportable, `serve` says what to
+    install in one line."""
+    script = textwrap.dedent("""
+        import sys
+        class Block:
+            def __init__(self, names):
+                self.names = names
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in self.names:
+                    raise ModuleNotFoundError("blocked: " + name, name=name.split(".")[0])
+        sys.meta_path.insert(0, Block(("tensorflow", "transformers", "tf_keras", "keras")))
+        import whisper_tflite.server
+        assert not any(m.split(".")[0] in ("tensorflow", "transformers") for m in sys.modules)
+        for name in list(sys.modules):
+            if name.startswith(("whisper_tflite.server", "starlette")):
+                del sys.modules[name]
+        sys.meta_path.insert(0, Block(("starlette",)))
+        from whisper_tflite.cli import main
+        sys.exit(main(["serve", "--model", "nowhere"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr == "whisper-tflite: error: serve needs starlette: pip install 'whisper-tflite[serve]'\n"
+
+
+def test_serve_checks_its_options_first():
+    done = subprocess.run([sys.executable, "-m", "whisper_tflite.cli", "serve", "--workers", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (2, "whisper-tflite: error: --workers must be at least 1\n")

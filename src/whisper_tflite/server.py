@@ -88,11 +88,10 @@ class TranscriptionService:
     """The routes' state: the Transcriber, its thread pool, and the count of requests taken in."""
 
     def __init__(self, transcriber: Transcriber, options: TranscriptionOptions = TranscriptionOptions(),
-                 model_id: str | None = None, max_upload_bytes: int = MAX_UPLOAD_MB * 1024 * 1024,
-                 queue: int = QUEUE):
+                 max_upload_bytes: int = MAX_UPLOAD_MB * 1024 * 1024, queue: int = QUEUE):
         self.transcriber = transcriber
         self.options = options
-        self.model_id = model_id or transcriber.bundle.folder.name
+        self.model_id = transcriber.bundle.folder.name
         self.created = int((transcriber.bundle.folder / "manifest.json").stat().st_mtime)
         self.max_upload_bytes = max_upload_bytes
         self.max_pending = transcriber.num_workers + queue
@@ -236,7 +235,7 @@ def response(result: TranscriptionResult, task: str, response_format: str, granu
 def create_app(transcriber: Transcriber, options: TranscriptionOptions = TranscriptionOptions(),
                max_upload_bytes: int = MAX_UPLOAD_MB * 1024 * 1024, queue: int = QUEUE) -> Starlette:
     """The ASGI app serving `transcriber`; `options` are the decoding defaults a request's own fields change."""
-    return TranscriptionService(transcriber, options, max_upload_bytes=max_upload_bytes, queue=queue).app()
+    return TranscriptionService(transcriber, options, max_upload_bytes, queue).app()
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, threads: int | None = None,
