@@ -56,7 +56,7 @@ def test_json_has_the_documented_fields():
     data = json.loads(render(RESULT, "json", file="speech.flac"))
     assert set(data) == {"file", "language", "language_probability", "text", "segments"}
     assert data["file"] == "speech.flac" and data["text"] == RESULT.text
-    assert data["segments"][1] == {"id": 1, "start": 2.5, "end": 61.0015, "text": " ask not", "tokens": [],
+    assert data["segments"][1] == {"id": 1, "seek": 0, "start": 2.5, "end": 61.0015, "text": " ask not", "tokens": [],
                                    "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 0.0,
                                    "no_speech_prob": 0.0}
 

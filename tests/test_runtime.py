@@ -183,7 +183,7 @@ def test_cli_json_lines(default_bundle, english_clips):
         assert set(line) == {"file", "language", "language_probability", "text", "segments"}
         assert line["language"] == "en" and line["text"]
         assert [s["id"] for s in line["segments"]] == list(range(len(line["segments"])))
-        assert all(set(s) == {"id", "start", "end", "text", "tokens", "temperature", "avg_logprob",
+        assert all(set(s) == {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
                               "compression_ratio", "no_speech_prob"} for s in line["segments"])
 
 

@@ -1,4 +1,4 @@
-"""whisper-tflite convert | transcribe | transcribe-corpus | inspect.
+"""whisper-tflite convert | transcribe | transcribe-corpus | inspect | serve.
 
 Errors end in one line on stderr and an exit code: 2 for a usage or input problem, 1 for an internal one.
 `transcribe` and `transcribe-corpus` never import TensorFlow.
@@ -123,6 +123,25 @@ def _parser() -> argparse.ArgumentParser:
     corpus.add_argument("--quiet", action="store_true", help="no progress bar")
     corpus.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
     _add_decoding_options(corpus)
+
+    serve = commands.add_parser(
+        "serve", help="serve a bundle over OpenAI's audio API (needs the serve extra)",
+        description="An OpenAI-compatible server: POST /v1/audio/transcriptions and /v1/audio/translations, "
+                    "GET /v1/models and /health. No authentication: keep it on loopback or behind a proxy.")
+    serve.add_argument("--model", type=Path, default=Path("bundles/tiny.en"),
+                       help="bundle folder written by convert [bundles/tiny.en]")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on [8000]")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="transcriptions at once, each on interpreters of its own (memory grows with each) [1]")
+    serve.add_argument("--threads", type=int, help="interpreter threads of each worker [min(4, cores / workers)]")
+    serve.add_argument("--queue", type=int, default=16,
+                       help="requests that may wait for a worker; more are answered 503 [16]")
+    serve.add_argument("--max-upload-mb", type=float, default=25,
+                       help="largest request body; larger are answered 413 [25, as OpenAI's]")
+    serve.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
+    serve.set_defaults(word_timestamps=False)  # a request's timestamp_granularities[] asks for words
+    _add_decoding_options(serve)
     return parser
 
 
@@ -385,13 +404,30 @@ def _transcribe_corpus(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    for name, least in (("workers", 1), ("threads", 0), ("queue", 0)):
+        if getattr(args, name) is not None and getattr(args, name) < least:
+            return _fail(f"--{name} must be at least {least}", EXIT_USAGE)
+    if not args.max_upload_mb > 0:
+        return _fail("--max-upload-mb must be more than 0", EXIT_USAGE)
+    try:
+        from .server import serve
+    except ModuleNotFoundError as e:
+        if e.name not in ("starlette", "uvicorn", "python_multipart"):
+            raise
+        return _fail(f"serve needs {e.name}: pip install 'whisper-tflite[serve]'", EXIT_USAGE)
+    serve(args.model, args.host, args.port, workers=args.workers, threads=args.threads, queue=args.queue,
+          max_upload_mb=args.max_upload_mb, options=_options(args))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verbose:
         LOG.setLevel(logging.DEBUG)
     try:
         return {"convert": _convert, "transcribe": _transcribe, "transcribe-corpus": _transcribe_corpus,
-                "inspect": _inspect}[args.command](args)
+                "inspect": _inspect, "serve": _serve}[args.command](args)
     except (SourceError, AudioError, BundleError, UsageError) as e:
         return _fail(str(e), EXIT_USAGE)
     except WhisperTfliteError as e:  # a conversion that failed inside the converter

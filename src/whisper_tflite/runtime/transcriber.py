@@ -25,6 +25,7 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 from __future__ import annotations
 
 import os
+import queue
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -93,6 +94,7 @@ class Segment:
     temperature: float = 0.0
     compression_ratio: float = 0.0
     words: list[Word] | None = None  # with word_timestamps only
+    seek: int = 0  # the first mel frame of the window it was decoded in
 
 
 @dataclass
@@ -113,8 +115,8 @@ class TranscriptionResult:
 
 
 def _segment_dict(index: int, segment: Segment) -> dict:
-    """openai-whisper's segment fields (`seek` aside), so its users' code reads ours."""
-    entry = {"id": index, "start": segment.start, "end": segment.end, "text": segment.text,
+    """openai-whisper's segment fields, so its users' code reads ours."""
+    entry = {"id": index, "seek": segment.seek, "start": segment.start, "end": segment.end, "text": segment.text,
              "tokens": segment.tokens, "temperature": segment.temperature, "avg_logprob": segment.avg_logprob,
              "compression_ratio": segment.compression_ratio, "no_speech_prob": segment.no_speech_prob}
     if segment.words is not None:
@@ -293,7 +295,7 @@ class LongFormDecoder:
             return Segment(start=round(start, 3), end=round(end, 3), text=self.tokenizer.decode(piece),
                            tokens=piece, token_logprobs=result.token_logprobs[first:last],
                            avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
-                           temperature=temperature, compression_ratio=result.compression_ratio)
+                           temperature=temperature, compression_ratio=result.compression_ratio, seek=seek)
 
         if not boundaries:
             stamps = [t for t in tokens if t >= begin]
@@ -338,21 +340,38 @@ def _leading_silence(samples: np.ndarray) -> int:
 
 
 class Transcriber:
-    """Transcribes audio with a converted bundle, on the LiteRT interpreter alone (no TensorFlow)."""
+    """Transcribes audio with a converted bundle, on the LiteRT interpreter alone (no TensorFlow).
 
-    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True):
+    Safe to call from many threads: each call takes one of `num_workers` workers, each with interpreters of its
+    own, for the whole call (language detection included), and waits while all are busy. An interpreter is not
+    thread-safe, and a worker's decoding state (KV cache, begun window) lives in them. Every call decodes as it
+    would alone: sampling restarts from the same seed at each call.
+    """
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
+                 num_workers: int = 1):
+        """`threads`: interpreter threads of each worker [min(4, cores // num_workers), at least 1]."""
         from .models import TfliteStepper
 
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise UsageError(f"num_workers must be a whole number of at least 1, got {num_workers!r}")
         self.bundle = Bundle.load(bundle_dir, verify=verify)
         manifest = self.bundle.manifest
         self.multilingual = bool(manifest["dims"]["multilingual"])
         self.tokenizer = WhisperTokenizer.from_file(self.bundle.folder / TOKENIZER, self.multilingual)
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise UsageError(f"threads must be a positive number, or 0 or None for the default (got {threads!r})")
-        self.threads = threads or min(4, os.cpu_count() or 1)
-        self.stepper = TfliteStepper(self.bundle, self.threads)
-        self.decoder = LongFormDecoder(self.stepper, self.tokenizer, manifest["suppress_tokens"],
-                                       manifest["begin_suppress_tokens"])
+        self.num_workers = num_workers
+        self.threads = threads or max(1, min(4, (os.cpu_count() or 1) // num_workers))
+        workers = [LongFormDecoder(TfliteStepper(self.bundle, self.threads), self.tokenizer,
+                                   manifest["suppress_tokens"], manifest["begin_suppress_tokens"])
+                   for _ in range(num_workers)]
+        self._free: queue.Queue[LongFormDecoder] = queue.Queue()
+        for worker in workers:
+            self._free.put(worker)
+        # The first worker's, for tools and tests that drive its models directly while no `transcribe` runs
+        self.decoder = workers[0]
+        self.stepper = self.decoder.stepper
 
     @property
     def languages(self) -> list[str]:
@@ -410,4 +429,8 @@ class Transcriber:
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{source_name(audio)}: shorter than 10 ms")
-        return self.decoder.transcribe(samples, language, task, options, progress)
+        worker = self._free.get()
+        try:
+            return worker.transcribe(samples, language, task, options, progress)
+        finally:
+            self._free.put(worker)
