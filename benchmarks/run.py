@@ -263,6 +263,50 @@ def long_recording():
     return path, recording
 
 
+COLD_START = {
+    "tflite": "from whisper_tflite import Transcriber\n"
+              "print(Transcriber(sys.argv[1], threads={threads}).transcribe(sys.argv[2], beam_size=5).text)",
+    "faster-whisper-int8": "from faster_whisper import WhisperModel\n"
+                           "model = WhisperModel(sys.argv[1], device='cpu', compute_type='int8', cpu_threads={threads})\n"
+                           "print(''.join(s.text for s in model.transcribe(sys.argv[2], beam_size=5)[0]))",
+}
+COLD_START_CLIP = AUDIO / "en_jfk_whisper-cpp.wav"
+
+
+def cold_start(kind: str, path: Path, threads: int, rounds: int, cache: Path | None = None) -> list[float]:
+    """Seconds from a new process's start to its exit, having imported the system, loaded the model and
+    transcribed the 11 s JFK clip with beam 5 (model files in the page cache). `cache`: the XDG cache folder of
+    whisper-tflite's XNNPACK weight caches (None: a new empty one each round, as at the first start)."""
+    import tempfile
+
+    times = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as empty:
+            env = dict(os.environ, XDG_CACHE_HOME=str(cache or empty))
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import sys\n" + COLD_START[kind].format(threads=threads),
+                            str(path), str(COLD_START_CLIP)], check=True, env=env, capture_output=True)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def cold_starts(systems: list[tuple[str, str, Path, int]], rounds: int, threads: int) -> list[dict]:
+    """The default bundle's first start (no weight cache yet) and next starts, and faster-whisper int8's."""
+    import tempfile
+
+    bundle = next(path for name, kind, path, beam in systems if kind == "tflite" and beam == 5)
+    ct2 = next(path for name, kind, path, beam in systems if kind == "faster-whisper-int8")
+    with tempfile.TemporaryDirectory() as warm:
+        cold_start("tflite", bundle, threads, 1, Path(warm))  # writes the weight caches
+        rows = [("whisper-tflite default, first start (packs the weights)", cold_start("tflite", bundle, threads,
+                                                                                      rounds)),
+                ("whisper-tflite default, next starts (maps the packed weights)",
+                 cold_start("tflite", bundle, threads, rounds, Path(warm))),
+                ("faster-whisper int8", cold_start("faster-whisper-int8", ct2, threads, rounds))]
+    return [{"system": name, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+            for name, times in rows]
+
+
 def measure(model: str, rounds: int, threads: int) -> dict:
     from whisper_tflite.evaluation import error_rate
 
@@ -315,7 +359,8 @@ def measure(model: str, rounds: int, threads: int) -> dict:
             "scores": scores, "stages": stages, "peak_rss_mb": worker.close(),
         })
     return {"model": model, "clips": len(clips), "audio_s": audio_s, "rounds": rounds, "results": results,
-            "long_form": {"audio_s": recording.duration, "results": long_form}}
+            "long_form": {"audio_s": recording.duration, "results": long_form},
+            "cold_start": cold_starts(systems, rounds, threads)}
 
 
 def _report_parts() -> tuple[str, dict[str, str]]:
@@ -409,6 +454,15 @@ def report(measurements: list[dict], threads: int, info: dict) -> str:
             default = next(r for r in long_form["results"] if r["system"].endswith("(default)"))
             lines += ["", f"Default bundle vs faster-whisper int8 on the long recording: wall time "
                       f"x{default['wall_median_s'] / fw['wall_median_s']:.2f}.", ""]
+        starts = m.get("cold_start")
+        if starts:
+            lines += ["### Cold start: a new process imports, loads the model and transcribes the 11 s JFK clip "
+                      "(beam 5), model files in the page cache", "",
+                      "| system | s |", "|---|---:|"]
+            lines += [f"| {r['system']} | {r['median_s']:.2f} [{r['min_s']:.2f} - {r['max_s']:.2f}] |" for r in starts]
+            fw = starts[-1]["median_s"]
+            lines += ["", "Against faster-whisper int8: " + ", ".join(
+                f"{r['system'].split(', ')[-1]} x{r['median_s'] / fw:.2f}" for r in starts[:-1]) + ".", ""]
     return "\n".join(lines)
 
 
