@@ -27,10 +27,11 @@ ORACLE_CLIPS = ("en_jfk_whisper-cpp.wav", "en_librispeech-test-clean_1320-122617
 
 # Two float32 implementations of one encoder sum in different orders (XNNPACK's kernels, CTranslate2's), and
 # those rounding differences of about 1e-7 of a value grow through 4 residual layers. Measured with the bundled
-# tiny.en on an AMD EPYC (AVX-512), ORACLE_CLIPS: mean error 1.8e-6 to 2.6e-6 a clip; max error 4.3e-5 to 5.9e-5,
-# but 6.6e-3 in en_harvard-16k, where 8 values of one frame differ by more than 1e-3; values reach 12.8. The
-# bounds leave 4x room over those. A weight in the wrong place moves every frame: with the fc1 weights of
-# encoder layers 1 and 2 swapped in our reader, the mean error was 0.45 to 0.70 and the max 15 to 16.
+# tiny.en on an AMD EPYC with AVX2 only (family 25, model 1), ORACLE_CLIPS: mean error 1.8e-6 to 2.6e-6 a clip;
+# max error 4.3e-5 to 5.9e-5, but 6.6e-3 in en_harvard-16k, where 8 values of one frame differ by more than
+# 1e-3; values reach 12.8. The bounds leave 4x room over those. A weight in the wrong place moves every frame:
+# with the fc1 weights of encoder layers 1 and 2 swapped in our reader, the mean error was 0.45 to 0.70 and the
+# max 15 to 16.
 MEAN_ERROR_BOUND = 1e-5
 MAX_ERROR_BOUND = 0.03
 
