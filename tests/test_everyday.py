@@ -20,16 +20,19 @@ def test_version():
     assert done.returncode == 0 and done.stdout.strip() == f"whisper-tflite {__version__}"
 
 
-# What `make demo` prints on x86-64 (beam 5, the default). aarch64's int8 kernels round differently: there the
-# default bundle drops both commas and makes two segments of it (docs/deployment.md).
-DEMO_TRANSCRIPT = ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
-                   "your country.")
+# What `make demo` prints (the default bundle, beam 5), measured; its int8 layers round as the CPU's int8 kernels do:
+#   AMD EPYC and Intel Xeon with AVX-512 and VNNI           one segment, with commas
+#   AMD EPYC with AVX2 only (family 25, model 1); aarch64    two segments, without commas
+DEMO_TRANSCRIPTS = (
+    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.",
+    "And so my fellow Americans ask not what your country can do for you\nask what you can do for your country.",
+)
 
 
 def test_quick_start_prints_the_demo_transcript(default_bundle, clip_named):
     """`make demo` (the Makefile's sample, the default bundle of tiny.en, default options) prints the jfk
-    transcript, one segment a line. The sample in the repository is the manifest's jfk clip, sample for sample,
-    so `make demo` needs nothing beside the repository."""
+    transcript, one segment a line, as one of the CPUs measured prints it. The sample in the repository is the
+    manifest's jfk clip, sample for sample, so `make demo` needs nothing beside the repository."""
     import soundfile
 
     sample = REPO / next(line.split(":=")[1].strip() for line in (REPO / "Makefile").read_text().splitlines()
@@ -40,7 +43,7 @@ def test_quick_start_prints_the_demo_transcript(default_bundle, clip_named):
     assert rate == our_rate == 16000 and np.array_equal(ours, shared)
     done = run_cli("transcribe", sample, "--model", default_bundle)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == DEMO_TRANSCRIPT
+    assert done.stdout.strip() in DEMO_TRANSCRIPTS, done.stdout
 
 
 def test_litert_log_only_when_verbose(default_bundle, clip_named):
