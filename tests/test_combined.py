@@ -149,7 +149,7 @@ def test_generator_and_whisper_never_crash(tiny_en, tiny_combined, clip_named, a
         assert len(generated) == 448 and generated[:2] == tuple(prompt)
         if name == "speech":
             assert all("ask not what your country" in text.lower().replace(",", "") for text in texts)
-        else:  # the README: no silence gate inside a graph, so both say " you" (the runtime's gate skips it)
+        else:  # docs/accuracy.md: no silence gate inside a graph, so both say " you" (the runtime's gate skips it)
             assert texts == (" you", " you"), texts
 
 

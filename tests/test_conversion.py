@@ -34,7 +34,7 @@ def _check_model_file(path):
                 assert np.isfinite(values).all(), (path.name, tensor.name)
 
 
-# The README's I/O table, written out for tiny.en (d 384, 6 heads of 64, 4 decoder layers, vocab 51864).
+# docs/bundle.md's I/O table, written out for tiny.en (d 384, 6 heads of 64, 4 decoder layers, vocab 51864).
 _CACHE, _CROSS = [6, 448, 64], [6, 1500, 64]
 _LAYERS = range(4)
 TINY_EN_IO = {
@@ -156,7 +156,7 @@ def test_bundle_files_are_builtin_static_and_finite(quantize, tiny_bundle, fp16_
 
 
 def test_default_policy_per_role():
-    """The README's default policy: int8 where it pays, float32 wherever a graph holds the mel's DFT basis."""
+    """docs/quantization.md's default policy: int8 where it pays, float32 wherever a graph holds the mel's DFT basis."""
     from whisper_tflite.bundle import ROLES
     from whisper_tflite.conversion import quantization_plan
 

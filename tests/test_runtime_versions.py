@@ -38,7 +38,7 @@ def as_tuple(version: str) -> tuple[int, ...]:
 
 
 def test_manifest_records_what_each_file_needs(default_bundle):
-    """The default bundle's files need what the README's compatibility table says."""
+    """The default bundle's files need what docs/deployment.md's runtime table says."""
     manifest = json.loads((default_bundle / "manifest.json").read_text())
     needs = {role: entry["min_runtime_version"] for role, entry in manifest["models"].items()}
     assert needs == {role: recorded_runtime(default_bundle / entry["file"])
