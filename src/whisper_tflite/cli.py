@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", type=Path, help="bundle folder to write [bundles/MODEL]")
     convert.add_argument("--quantize", type=_quantize_option, metavar="|".join(QUANTIZE_CHOICES),
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
-                              "[default: the per-component policy in the README]")
+                              "[default: the per-component policy of docs/quantization.md]")
     convert.add_argument("--models",
                          help=f"comma-separated roles to build, or 'all': {', '.join(ROLES)} "
                               f"[{','.join(DEFAULT_MODELS)}]; with --layout s4y, its files: "
