@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SAMPLE := ../shared/audio/en_jfk_whisper-cpp.wav
+SAMPLE := samples/jfk.flac
 BUNDLE := bundles/tiny.en
 
 .PHONY: demo test bench gpu-analyzer clean

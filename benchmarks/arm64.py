@@ -1,4 +1,4 @@
-"""A bundle on aarch64 against the same bundle here: the English clips' transcripts and WER, side by side.
+"""A bundle on aarch64 against the same bundle on this x86-64 machine: the English clips' transcripts and WER, side by side.
 
 The aarch64 side is ai-edge-litert's aarch64 wheel, with XNNPACK's ARM kernels (NEON, dot-product: the int8
 arithmetic of phones and boards), run by a Debian arm64 Python under qemu-user emulation: the results
@@ -59,7 +59,7 @@ def transcripts(bundle: str, beam_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("root", help="the arm64 root (see the docstring); '-' to transcribe here and print JSON")
+    parser.add_argument("root", help="the arm64 root (see the docstring); '-' to transcribe on this machine and print JSON")
     parser.add_argument("bundle")
     parser.add_argument("--beam-size", type=int, default=5)
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Roofline of a bundle's stages: the arithmetic each must do and the bytes it must move, its measured time, and
 how close that is to this CPU's peak, so the next cut is chosen from data.
 
-Peaks are measured here, with the same runtime and thread count, as the fastest of several calls: a
+Peaks are measured on the same machine, with the same runtime and thread count, as the fastest of several calls: a
 [1500, 1024] x [1024, 4096] FULLY_CONNECTED in float32 and in dynamic-range int8 (through XNNPACK, as the
 encoder's layers run), and memory bandwidth as a numpy copy of 512 MB (bytes read + written). Each stage's model is invoked on fixed inputs
 (static shapes: the time does not depend on the values), median of the runs. The encoder is also split, with
@@ -185,7 +185,7 @@ def main() -> None:
         lines += ["", f"The encoder's float32 attention takes {times['encoder: attention'] / times['encoder']:.0%} "
                   f"of the encoder's time (its parts measured alone), its int8-weight products "
                   f"{times['encoder: projections + MLP'] / times['encoder']:.0%}; int8 GEMM runs "
-                  f"{peak['int8 GFLOP/s'] / peak['fp32 GFLOP/s']:.1f}x as fast as float32 here.", ""]
+                  f"{peak['int8 GFLOP/s'] / peak['fp32 GFLOP/s']:.1f}x as fast as float32 on this machine.", ""]
     write_report(section="\n".join(lines))
     print("wrote the roofline section of docs/benchmarks.md")
 

@@ -1,5 +1,5 @@
-"""Every Whisper size at its true dimensions, with seeded random weights (no real weights of these sizes can be
-had here; the shapes, limits, memory and time are those of the real models): for each member and quantization,
+"""Every Whisper size at its true dimensions, with seeded random weights (the package ships no real weights of these
+sizes; the shapes, limits, memory and time are those of the real models): for each member and quantization,
 the file of each component, the conversion's time and peak RSS, the encoder's time per 30 s window, the decoder
 step's time per token, and the runtime's peak RSS.
 

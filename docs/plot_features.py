@@ -27,7 +27,7 @@ from whisper_tflite.reference import reference_features
 from whisper_tflite.sources import load_whisper
 
 HERE = Path(__file__).resolve().parent
-CLIP = HERE.parents[1] / "shared" / "audio" / "en_jfk_whisper-cpp.wav"
+CLIP = HERE.parent / "samples" / "jfk.flac"  # the manifest's en_jfk_whisper-cpp.wav, losslessly
 
 
 def main(clip: Path = CLIP, out: Path = HERE / "features.png") -> None:

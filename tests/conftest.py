@@ -33,6 +33,19 @@ def english_clips(clips):
 
 
 @pytest.fixture(scope="session")
+def clip_named(clips):
+    """The manifest's clip of a file name: tests choose clips by name, never by the manifest's row order."""
+    by_name = {c.name: c for c in clips}
+
+    def get(name):
+        if name not in by_name:
+            pytest.fail(f"{name} is not in {AUDIO_DIR}/manifest.tsv")
+        return by_name[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def read_speech_clips(english_clips):
     """The English clips of read speech (jfk, LibriSpeech, LJ Speech) up to 30 s: where greedy `generate` runs."""
     chosen = [c for c in english_clips if any(s in c.name for s in ("jfk", "librispeech", "ljspeech"))

@@ -28,7 +28,7 @@ _VERDICTS = {}  # (model, features, tokens) -> reference_disagreement, shared by
 
 def assert_parity(runs, checkpoint):
     """`runs`: (name, tokens, reference features, prompt length). Every run must be token-identical to the
-    reference's greedy decoding (the README says "N/N"), judged teacher-forced; a difference is reported with
+    reference's greedy decoding (docs/accuracy.md says "N/N"), judged teacher-forced; a difference is reported with
     its margin, which tells a near tie from a defect. The same tokens on the same features are judged once."""
     differing = []
     for name, tokens, features, prompt_length in runs:

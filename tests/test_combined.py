@@ -64,33 +64,47 @@ def _parity(checkpoint, runners, clips, audio_cache, features_of, prompt_of, kin
     assert_parity(runs, checkpoint)
 
 
-def test_tiny_en_combined_models_match_reference(tiny_en, tiny_combined, english_clips, audio_cache,
-                                                 tiny_en_features):
-    """Every other English clip (10 of 19): the three files run the bundle's graphs, whose parity covers all 19,
-    inside a WHILE loop; 10 clips prove the loop (all 19 cost the suite another minute on AVX2)."""
+# 10 of the 19 English clips, every source and length among them (1 s to 60 s)
+COMBINED_CLIPS = ("en_jfk_openai-whisper.flac", "en_librispeech-test-clean_121-127105-0000.flac",
+                  "en_librispeech-test-clean_1320-122617-0001.flac", "en_librispeech-test-clean_6829-68769-0004.flac",
+                  "en_librispeech-test-clean_1995-1837-0001.wav", "en_ljspeech_LJ002-0020.wav",
+                  "en_pocketsphinx-cards_001.wav", "en_pocketsphinx-cards_005.wav", "en_earnings22_4482311_3_62.wav",
+                  "en_harvard-16k.wav")
+
+
+def test_tiny_en_combined_models_match_reference(tiny_en, tiny_combined, clip_named, audio_cache, tiny_en_features):
+    """10 English clips: the three files run the bundle's graphs, whose parity covers all 19, inside a WHILE
+    loop; 10 clips prove the loop."""
     runners = Runners(tiny_combined, ("features", "encoder", "decoder", "encoder_decoder", "whisper"))
-    _parity(tiny_en, runners, english_clips[::2], audio_cache, tiny_en_features, lambda clip: [50257, 50362])
+    clips = [clip_named(name) for name in COMBINED_CLIPS]
+    _parity(tiny_en, runners, clips, audio_cache, tiny_en_features, lambda clip: [50257, 50362])
+
+
+# one clip of each of base's 7 languages
+BASE_COMBINED_CLIPS = ("en_jfk_openai-whisper.flac", "de_picovoice-leopard.wav", "es_picovoice-leopard.wav",
+                       "fr_picovoice-leopard.wav", "it_picovoice-leopard.wav", "pt_picovoice-leopard.wav",
+                       "ar_quran_1-1.wav")
 
 
 @pytest.mark.slow
-def test_base_combined_models_match_reference(base, base_combined, base_clips, audio_cache, base_features):
-    """The first clip of each language: `whisper` runs the same graphs as the bundle's roles, whose base parity
-    covers 16 clips; one clip a language proves the file (its 448-step loop takes ~7 s a clip)."""
+def test_base_combined_models_match_reference(base, base_combined, clip_named, audio_cache, base_features):
+    """`whisper` runs the same graphs as the bundle's roles, whose base parity covers 16 clips: one clip a
+    language proves the file."""
     runners = Runners(base_combined, BASE_COMBINED)
     special = base.special_tokens
-    first_of_each = list({clip.language: clip for clip in reversed(base_clips)}.values())
-    _parity(base, runners, first_of_each, audio_cache, base_features,
+    clips = [clip_named(name) for name in BASE_COMBINED_CLIPS]
+    _parity(base, runners, clips, audio_cache, base_features,
             lambda clip: [special.sot, special.languages[clip.language], special.transcribe, special.no_timestamps],
             kinds=("whisper",))
 
 
 @pytest.mark.slow
-def test_one_whisper_file_serves_two_languages(base, base_combined, clips, audio_cache):
+def test_one_whisper_file_serves_two_languages(base, base_combined, clip_named, audio_cache):
     runners = Runners(base_combined, ("whisper",))
     special, tokenizer = base.special_tokens, base.tokenizer
     texts = {}
-    for language in ("en", "de"):
-        clip = next(c for c in clips if c.language == language and c.duration < 15)
+    for language, name in (("en", "en_jfk_openai-whisper.flac"), ("de", "de_picovoice-leopard.wav")):
+        clip = clip_named(name)
         prompt = [special.sot, special.languages[language], special.transcribe, special.no_timestamps]
         tokens = runners.whisper(pad_or_trim(audio_cache(clip)), prompt, special.eot)
         texts[language] = tokenizer.decode(tokens, skip_special_tokens=True)
@@ -112,11 +126,12 @@ def test_generator_matches_reference(tiny_en, tiny_combined, english_clips, tiny
     assert_parity(runs, tiny_en)
 
 
-def test_generator_and_whisper_never_crash(tiny_en, tiny_combined, english_clips, audio_cache):
+def test_generator_and_whisper_never_crash(tiny_en, tiny_combined, clip_named, audio_cache):
     """448-token models, run repeatedly on speech, 30 s of silence and 30 s of white noise."""
     runners = Runners(tiny_combined, ("features", "whisper", "generator"))
     rng = np.random.default_rng(0)
-    inputs = {"speech": pad_or_trim(audio_cache(english_clips[0])), "silence": np.zeros(480000, np.float32),
+    speech = pad_or_trim(audio_cache(clip_named("en_jfk_openai-whisper.flac")))
+    inputs = {"speech": speech, "silence": np.zeros(480000, np.float32),
               "noise": rng.uniform(-1, 1, 480000).astype(np.float32)}
     prompt = [50257, 50362]
     for name, pcm in inputs.items():
@@ -134,13 +149,13 @@ def test_generator_and_whisper_never_crash(tiny_en, tiny_combined, english_clips
         assert len(generated) == 448 and generated[:2] == tuple(prompt)
         if name == "speech":
             assert all("ask not what your country" in text.lower().replace(",", "") for text in texts)
-        else:  # the README: no silence gate inside a graph, so both say " you" (the runtime's gate skips it)
+        else:  # docs/accuracy.md: no silence gate inside a graph, so both say " you" (the runtime's gate skips it)
             assert texts == (" you", " you"), texts
 
 
-def test_pcm_encoder_equals_features_then_encoder(tiny_combined, english_clips, audio_cache):
+def test_pcm_encoder_equals_features_then_encoder(tiny_combined, clip_named, audio_cache):
     runners = Runners(tiny_combined, ("features", "encoder", "pcm_encoder"))
-    pcm = pad_or_trim(audio_cache(english_clips[0]))
+    pcm = pad_or_trim(audio_cache(clip_named("en_jfk_openai-whisper.flac")))
     together = runners.runners["pcm_encoder"](pcm=pcm)
     apart = runners.runners["encoder"](log_mel=runners.runners["features"](pcm=pcm)["log_mel"])
     assert set(together) == set(apart)

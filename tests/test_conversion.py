@@ -34,7 +34,7 @@ def _check_model_file(path):
                 assert np.isfinite(values).all(), (path.name, tensor.name)
 
 
-# The README's I/O table, written out for tiny.en (d 384, 6 heads of 64, 4 decoder layers, vocab 51864).
+# docs/bundle.md's I/O table, written out for tiny.en (d 384, 6 heads of 64, 4 decoder layers, vocab 51864).
 _CACHE, _CROSS = [6, 448, 64], [6, 1500, 64]
 _LAYERS = range(4)
 TINY_EN_IO = {
@@ -181,7 +181,7 @@ def test_bundle_files_are_builtin_static_and_finite(quantize, tiny_bundle, fp16_
 
 
 def test_default_policy_per_role():
-    """The README's default policy: int8 where it pays, float32 wherever a graph holds the mel's DFT basis."""
+    """docs/quantization.md's default policy: int8 where it pays, float32 wherever a graph holds the mel's DFT basis."""
     from whisper_tflite.bundle import ROLES
     from whisper_tflite.conversion import quantization_plan
 
@@ -200,13 +200,18 @@ def test_tiny_en_decoder_step_matches_reference(tiny_en, tiny_bundle, english_cl
     assert_parity(runs, tiny_en)
 
 
+# base's English clips: jfk from two sources (44.1 kHz FLAC, 16 kHz WAV) and two LibriSpeech speakers
+BASE_ENGLISH = ("en_jfk_openai-whisper.flac", "en_jfk_whisper-cpp.wav",
+                "en_librispeech-test-clean_121-127105-0000.flac", "en_librispeech-test-clean_1320-122612-0008.flac")
+
+
 @pytest.mark.slow
-def test_base_decoder_step_matches_reference_with_forced_languages(base, base_bundle, base_clips, audio_cache,
-                                                                    base_features):
+def test_base_decoder_step_matches_reference_with_forced_languages(base, base_bundle, base_clips, clip_named,
+                                                                    audio_cache, base_features):
     """Every clip of the 6 other languages with its language forced, and 4 English ones: tiny.en's parity covers
-    all the English clips, and the multilingual part is what base adds (all 31 clips took 200 s on AVX2)."""
+    all the English clips, and the multilingual part is what base adds."""
     transcriber = Transcriber(base_bundle, threads=2)
-    english = [clip for clip in base_clips if clip.language == "en"][:4]
+    english = [clip_named(name) for name in BASE_ENGLISH]
     clips = english + [clip for clip in base_clips if clip.language != "en"]
     runs = [(f"{clip.name} [{clip.language}]", bundle_greedy_tokens(transcriber, audio_cache(clip), clip.language),
              base_features(clip), 4) for clip in clips]
@@ -230,14 +235,15 @@ def test_quantized_bundles_keep_wer(tiny_bundle, fp16_bundle, default_bundle, en
         assert wer <= fp32 + 0.01, quantize
 
 
-def test_prompt_in_one_call_equals_step_by_step(tiny_en, tiny_en_features, tiny_en_greedy, english_clips):
+def test_prompt_in_one_call_equals_step_by_step(tiny_en, tiny_en_features, tiny_en_greedy, clip_named):
     """DecoderStep takes several tokens at once (a static n_tokens) or one at a time, with the same logits."""
     from whisper_tflite.graphs.decoder import DecoderStep
     from whisper_tflite.graphs.encoder import Encoder
 
-    features = tiny_en_features(english_clips[0])
+    jfk = clip_named("en_jfk_openai-whisper.flac")
+    features = tiny_en_features(jfk)
     cross = {k: v for k, v in Encoder.from_checkpoint(tiny_en)(log_mel=features).items() if k.startswith("cross")}
-    tokens = tiny_en_greedy(english_clips[0])[:4]
+    tokens = tiny_en_greedy(jfk)[:4]
     whole = DecoderStep.from_checkpoint(tiny_en, n_tokens=len(tokens))
     single = DecoderStep.from_checkpoint(tiny_en)
     empty = {f"self_{kv}_{i}": np.zeros(whole.cache_shape, np.float32) for i in range(whole.layers) for kv in "kv"}

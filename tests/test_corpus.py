@@ -122,7 +122,7 @@ def test_local_worker_killed_mid_run(default_bundle, corpus, sequential, tmp_pat
     assert_complete(output, corpus, sequential)
 
 
-def test_a_file_that_kills_two_workers_is_recorded(default_bundle, english_clips, audio_cache, tmp_path):
+def test_a_file_that_kills_two_workers_is_recorded(default_bundle, clip_named, audio_cache, tmp_path):
     """The file in hand when its worker dies goes to a new worker; after two deaths it gets its error line and
     the run goes on with the rest (one worker, killed twice while on the first file: a minute of speech)."""
     import numpy as np
@@ -130,8 +130,11 @@ def test_a_file_that_kills_two_workers_is_recorded(default_bundle, english_clips
 
     folder = tmp_path / "corpus"
     folder.mkdir()
-    soundfile.write(folder / "a-long.wav", np.concatenate([audio_cache(c) for c in english_clips[:6]]), 16000)
-    short = next(c for c in english_clips if c.duration < 15)
+    long_clips = ("en_jfk_openai-whisper.flac", "en_jfk_whisper-cpp.wav",
+                  "en_librispeech-test-clean_121-127105-0000.flac", "en_librispeech-test-clean_1320-122612-0008.flac",
+                  "en_librispeech-test-clean_1320-122617-0001.flac", "en_librispeech-test-clean_2300-131720-0008.flac")
+    soundfile.write(folder / "a-long.wav", np.concatenate([audio_cache(clip_named(n)) for n in long_clips]), 16000)
+    short = clip_named("en_jfk_openai-whisper.flac")
     (folder / "b-short.flac").symlink_to(short.path)
     output = tmp_path / "out.jsonl"
     process = start("transcribe-corpus", folder, "--model", default_bundle, "--output", output, "--quiet",

@@ -85,8 +85,8 @@ def test_bad_audio_is_one_line_and_exit_2(name, bad_audio, default_bundle):
     assert done.stdout == ""
 
 
-def test_good_files_still_transcribed_beside_bad_ones(bad_audio, default_bundle, english_clips):
-    good = english_clips[1].path
+def test_good_files_still_transcribed_beside_bad_ones(bad_audio, default_bundle, clip_named):
+    good = clip_named("en_jfk_whisper-cpp.wav").path
     done = run_cli("transcribe", bad_audio / "not-audio.wav", good, bad_audio / "missing.wav",
                    "--model", default_bundle, "--quiet")
     assert done.returncode == 2
@@ -108,8 +108,9 @@ def test_silence_gives_empty_text(tmp_path, default_bundle):
     (["--task", "translate"], "is an English-only model: it cannot translate"),
     (["--threads", "-1"], "--threads must be 0 (the default) or more"),
 ])
-def test_bad_options_are_usage_errors(options, message, default_bundle, english_clips):
-    done = run_cli("transcribe", english_clips[0].path, "--model", default_bundle, *options, "--quiet")
+def test_bad_options_are_usage_errors(options, message, default_bundle, clip_named):
+    jfk = clip_named("en_jfk_openai-whisper.flac").path
+    done = run_cli("transcribe", jfk, "--model", default_bundle, *options, "--quiet")
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
@@ -179,10 +180,10 @@ def _edited_tokenizer(folder):
     (_older, "bundle format 1 is older than this whisper-tflite reads (2); convert the bundle again"),
     (_foreign, "does not have the inputs and outputs its manifest lists"),
 ])
-def test_broken_bundles_are_refused_at_load(damage, message, default_bundle, tmp_path, english_clips):
+def test_broken_bundles_are_refused_at_load(damage, message, default_bundle, tmp_path, clip_named):
     folder = _bundle_copy(default_bundle, tmp_path / "bundle")
     damage(folder)
-    done = run_cli("transcribe", english_clips[0].path, "--model", folder, "--quiet")
+    done = run_cli("transcribe", clip_named("en_jfk_openai-whisper.flac").path, "--model", folder, "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(error_lines(done)) == 1
     assert message in done.stderr and ("convert" in done.stderr or "upgrade" in done.stderr), done.stderr
 
@@ -331,7 +332,7 @@ def fuzz_bundle(default_bundle, tmp_path_factory):
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(place=st.sampled_from(MANIFEST_PLACES), value=json_values | st.just(DELETE))
-def test_fuzz_manifest_through_bundle_load_and_transcriber(place, value, fuzz_bundle, english_clips, audio_cache):
+def test_fuzz_manifest_through_bundle_load_and_transcriber(place, value, fuzz_bundle, clip_named, audio_cache):
     """Any manifest that `Bundle.load` accepts works in `Transcriber`; any it refuses gets one line."""
     from whisper_tflite.errors import WhisperTfliteError
     from whisper_tflite.runtime import Transcriber
@@ -348,7 +349,7 @@ def test_fuzz_manifest_through_bundle_load_and_transcriber(place, value, fuzz_bu
     (fuzz_bundle / "manifest.json").write_text(json.dumps(manifest))
     try:
         transcriber = Transcriber(fuzz_bundle, threads=1)
-        result = transcriber.transcribe(audio_cache(english_clips[0])[:16000 * 3])
+        result = transcriber.transcribe(audio_cache(clip_named("en_jfk_openai-whisper.flac"))[:16000 * 3])
         assert result.language == "en"
     except WhisperTfliteError as e:
         assert str(e) and "\n" not in str(e)

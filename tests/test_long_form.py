@@ -15,7 +15,7 @@ from whisper_tflite.evaluation import error_rate, faster_whisper_transcribe, joi
 from whisper_tflite.runtime import Transcriber
 
 CONDITIONS = [True, False]
-# (our bundle, faster-whisper compute type, allowed WER excess in points): the bounds.
+# (our bundle, faster-whisper compute type, allowed WER excess in points)
 SYSTEMS = {"default": ("int8", 1.0), "fp32": ("float32", 0.5)}
 START_TOLERANCE = 0.5  # seconds: a segment start "matches" faster-whisper's within this
 SILENCE_GAP = 60.0

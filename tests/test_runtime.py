@@ -22,7 +22,8 @@ def tiny(tiny_bundle):
     return Transcriber(tiny_bundle)
 
 
-def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
+def test_runtime_never_imports_tensorflow(default_bundle, clip_named):
+    jfk = clip_named("en_jfk_openai-whisper.flac").path
     script = textwrap.dedent(f"""
         import sys
         CONVERSION_SIDE = ("whisper_tflite.graphs", "whisper_tflite.sources", "whisper_tflite.conversion",
@@ -34,7 +35,7 @@ def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         from whisper_tflite import Transcriber
-        result = Transcriber({str(default_bundle)!r}).transcribe({str(english_clips[0].path)!r})
+        result = Transcriber({str(default_bundle)!r}).transcribe({str(jfk)!r})
         print(result.text)
         assert not any(m.split(".")[0] in ("tensorflow", "transformers") for m in sys.modules)
     """)
@@ -44,15 +45,16 @@ def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")
-def test_model_files_are_not_resident_twice(default_bundle, english_clips):
+def test_model_files_are_not_resident_twice(default_bundle, clip_named):
     """XNNPACK packs the weights into memory of its own; the memory-mapped files' pages are then dropped, and only
     the few a later call reads come back. A clip under 30 s has no prompt: the prefill model is never loaded, and
     with no text to encode neither is the tokenizers library's tokenizer."""
+    jfk = clip_named("en_jfk_openai-whisper.flac").path
     script = textwrap.dedent(f"""
         import json, os
         from whisper_tflite import Transcriber
         transcriber = Transcriber({str(default_bundle)!r}, threads=2)
-        text = transcriber.transcribe({str(english_clips[0].path)!r}).text
+        text = transcriber.transcribe({str(jfk)!r}).text
         resident, mapping = {{}}, None
         for line in open("/proc/self/smaps"):
             fields = line.split()
@@ -172,8 +174,8 @@ def test_audio_inputs_agree(tiny, clips):
     assert len(normalized) == 1, texts
 
 
-def test_cli_json_lines(default_bundle, english_clips):
-    files = [str(c.path) for c in english_clips[:2]]
+def test_cli_json_lines(default_bundle, clip_named):
+    files = [str(clip_named(name).path) for name in ("en_jfk_openai-whisper.flac", "en_jfk_whisper-cpp.wav")]
     done = subprocess.run([str(CLI), "transcribe", *files, "--model", str(default_bundle), "--format", "json",
                            "--quiet"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

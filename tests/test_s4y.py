@@ -66,13 +66,14 @@ def test_files_names_and_shapes_are_whisper_s4ys(s4y_tiny_en):
             assert {n: (list(d["shape"]), np.dtype(d["dtype"]).name) for n, d in details.items()} == expected, name
 
 
-def test_each_file_gives_the_reference_tokens(s4y_tiny_en, tiny_bundle, read_speech_clips, audio_cache,
-                                              tiny_en_features, tiny_en_greedy):
+def test_each_file_gives_the_reference_tokens(s4y_tiny_en, tiny_bundle, clip_named, audio_cache, tiny_en_features,
+                                              tiny_en_greedy):
     """Every file on 3 clips: the mel equals ours, the hidden states the encoder's, and decoder, encoder_decoder
     and generator give the reference's greedy tokens, prompt included, end-of-text padded."""
     files = {name: runner(s4y_tiny_en, name) for name in TINY_EN_S4Y}
     ours = {role: runner(tiny_bundle, role) for role in ("features", "encoder")}
-    for clip in read_speech_clips[:3]:
+    for clip in map(clip_named, ("en_jfk_openai-whisper.flac", "en_jfk_whisper-cpp.wav",
+                                 "en_librispeech-test-clean_121-127105-0000.flac")):
         pcm = pad_or_trim(audio_cache(clip))
         log_mel = files["features-extractor"](normalized_audio=pcm)["logmel"]
         assert np.array_equal(log_mel, ours["features"](pcm=pcm)["log_mel"]), clip.name
@@ -104,12 +105,13 @@ def test_demo_app_transcribes_german_with_the_base_model(s4y_base_de, base, clip
         print(f"{clip.name}: {text}")
 
 
-def test_layout_refusals_are_one_line(s4y_tiny_en, english_clips, tmp_path):
+def test_layout_refusals_are_one_line(s4y_tiny_en, clip_named, tmp_path):
+    jfk = clip_named("en_jfk_openai-whisper.flac").path
     cases = [(("convert", "base", "--layout", "s4y", "--models", "features-extractor"), "give --language"),
              (("convert", "tiny.en", "--layout", "s4y", "--language", "de"), "English-only"),
              (("convert", "tiny.en", "--language", "en"), "--language fixes the language of --layout s4y"),
              (("convert", "tiny.en", "--layout", "s4y", "--models", "decoder_step"), "unknown model file"),
-             (("transcribe", english_clips[0].path, "--model", s4y_tiny_en), "whisper-s4y layout files")]
+             (("transcribe", jfk, "--model", s4y_tiny_en), "whisper-s4y layout files")]
     for args, message in cases:
         done = run_cli(*args, "--out" if args[0] == "convert" else "--quiet",
                        *([tmp_path / "out"] if args[0] == "convert" else []), timeout=300)

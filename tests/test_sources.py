@@ -67,13 +67,13 @@ def test_tokenizer_has_timestamp_tokens(tiny_en, base):
     assert tiny_en.languages == ["en"] and len(base.languages) == 99
 
 
-def test_hf_folder_round_trip(tiny_en, tmp_path, audio_cache, english_clips):
+def test_hf_folder_round_trip(tiny_en, tmp_path, audio_cache, clip_named):
     from whisper_tflite.reference import reference_features
     from whisper_tflite.sources.hf import save_hf_checkpoint
 
     folder = save_hf_checkpoint(tiny_en, tmp_path / "tiny.en-hf")
     reloaded = load_whisper(str(folder))
-    features = reference_features(tiny_en, audio_cache(english_clips[0]))
+    features = reference_features(tiny_en, audio_cache(clip_named("en_jfk_openai-whisper.flac")))
     tokens = np.asarray([[50257, 50362, 843, 523]], dtype=np.int32)
     a = tiny_en.model(input_features=features, decoder_input_ids=tokens).logits.numpy()
     b = reloaded.model(input_features=features, decoder_input_ids=tokens).logits.numpy()

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", type=Path, help="bundle folder to write [bundles/MODEL]")
     convert.add_argument("--quantize", type=_quantize_option, metavar="|".join(QUANTIZE_CHOICES),
                          help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
-                              "[default: the per-component policy in the README]")
+                              "[default: the per-component policy of docs/quantization.md]")
     convert.add_argument("--models",
                          help=f"comma-separated roles to build, or 'all': {', '.join(ROLES)} "
                               f"[{','.join(DEFAULT_MODELS)}]; with --layout s4y, its files: "
@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="interpreter threads of each worker [cores / workers; 1 on Ray]")
     corpus.add_argument("--ray", metavar="ADDRESS",
                         help="run as Ray tasks: auto (the cluster this machine belongs to), ray://HOST:10001, "
-                             "or local (a Ray started here); needs the cluster extra")
+                             "or local (a Ray started on this machine); needs the cluster extra")
     corpus.add_argument("--language", default="auto", help="language code or name, or auto to detect [auto]")
     corpus.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
                         help="translate: English text from speech in any language (multilingual models)")

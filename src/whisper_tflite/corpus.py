@@ -110,8 +110,8 @@ def transcribe_corpus(inputs: Iterable[str | Path], model: str | Path, output: s
     (`TranscriptionOptions`).
 
     Local: `workers` processes (default: one a core) with `threads` interpreter threads each (default:
-    cores / workers). With `ray_address` ("auto", "ray://host:10001", or "local" for a Ray started here), Ray
-    tasks of `threads` CPUs each (default 1), as many at once as the cluster has CPUs for."""
+    cores / workers). With `ray_address` ("auto", "ray://host:10001", or "local" for a Ray started on this
+    machine), Ray tasks of `threads` CPUs each (default 1), as many at once as the cluster has CPUs for."""
     from tqdm import tqdm
 
     from .runtime import Transcriber, TranscriptionOptions

@@ -1,7 +1,7 @@
 """The official Whisper family's dimensions, as openai/whisper's model cards and distil-whisper publish them.
 
-One table for the code (random-weight checkpoints, the sizes benchmark), the tests and the README. Every member
-has a 30 s window (1500 audio positions), 448 text positions and a feed-forward width of 4 x d_model.
+One table for the code (random-weight checkpoints, the sizes benchmark), the tests and docs/quantization.md.
+Every member has a 30 s window (1500 audio positions), 448 text positions and a feed-forward width of 4 x d_model.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Whisper checkpoints with seeded random weights at a family member's true dimensions (`sizes.SIZES`).
 
-No weights of small, medium or large can be downloaded here, but a model of the right shapes exercises every
+The package ships no weights of small, medium or large, but a model of the right shapes exercises every
 shape, limit and memory figure that the real one does. A checkpoint is written as fine-tunes on the Hugging
 Face hub ship it (config, generation config, tokenizer, preprocessor config and PyTorch-layout
 `model.safetensors`), so it goes through the same `load_whisper` and `convert` as a real one.
