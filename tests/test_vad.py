@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 
 from whisper_tflite.evaluation import gapped_recording
-from whisper_tflite.runtime.vad import VadModel
+from whisper_tflite.runtime.vad import (SpeechTimestampsMap, VadModel, VadOptions, collect_chunks,
+                                         get_speech_timestamps)
 
 PROBABILITY_TOLERANCE = 1e-3
+# faster-whisper's defaults, on every recording; on the gapped one, the options its BatchedInferencePipeline uses
+# and tighter ones that split long speech at its pauses and drop short chunks
+OPTION_SETS = [{}, {"max_speech_duration_s": 30, "min_silence_duration_ms": 160},
+               {"threshold": 0.6, "min_speech_duration_ms": 250, "max_speech_duration_s": 8,
+                "min_silence_duration_ms": 500, "speech_pad_ms": 100}]
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +55,38 @@ def test_speech_probabilities_match_faster_whisper(vad, clips, audio_cache, gapp
         worst = max(worst, difference)
     print(f"\nlargest speech probability difference over {len(audios)} recordings "
           f"({sum(len(a) for _, a in audios) / 16000 / 60:.1f} min): {worst:.2e}")
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=["defaults", "batched", "tight"])
+def test_speech_timestamps_match_faster_whisper(options, vad, clips, audio_cache, gapped):
+    from faster_whisper import vad as theirs
+
+    audios = [(clip.name, audio_cache(clip)) for clip in clips if not options] + [(gapped.name, gapped.audio)]
+    chunks = 0
+    for name, audio in audios:
+        expected = theirs.get_speech_timestamps(audio, theirs.VadOptions(**options))
+        assert get_speech_timestamps(audio, vad, VadOptions(**options)) == expected, name
+        chunks += len(expected)
+    print(f"\n{chunks} speech chunks in {len(audios)} recordings, all as faster-whisper's")
+    assert chunks >= len(audios) and (not options or chunks >= len(gapped.spans))
+
+
+def test_chunks_and_time_map_match_faster_whisper(vad, gapped):
+    """On the gapped recording's speech: the joined pieces, their metadata, and times mapped back."""
+    from faster_whisper import vad as theirs
+
+    speech = theirs.get_speech_timestamps(gapped.audio, theirs.VadOptions(min_silence_duration_ms=160))
+    assert len(speech) >= 2 * len(gapped.spans)
+    for max_duration in (float("inf"), 30.0):
+        ours_pieces, ours_metadata = collect_chunks(gapped.audio, speech, max_duration=max_duration)
+        their_pieces, their_metadata = theirs.collect_chunks(gapped.audio, speech, max_duration=max_duration)
+        assert ours_metadata == their_metadata
+        assert len(ours_pieces) == len(their_pieces)
+        assert all(np.array_equal(a, b) for a, b in zip(ours_pieces, their_pieces))
+    ours_map, their_map = SpeechTimestampsMap(speech, 16000), theirs.SpeechTimestampsMap(speech, 16000)
+    speech_seconds = sum(c["end"] - c["start"] for c in speech) / 16000
+    ends = [c / 16000 for c in their_map.chunk_end_sample]  # exactly at chunk boundaries too
+    for time in [*np.linspace(0, speech_seconds, 500).round(3), *ends]:
+        for is_end in (False, True):
+            assert ours_map.get_original_time(time, is_end=is_end) == their_map.get_original_time(time, is_end=is_end)
+    assert collect_chunks(gapped.audio, [])[1] == theirs.collect_chunks(gapped.audio, [])[1]

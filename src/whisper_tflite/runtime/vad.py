@@ -89,3 +89,136 @@ class VadModel:
             state = outputs["next_state"]
             probabilities.append(outputs["speech_probs"][: total - first])
         return np.concatenate(probabilities)
+
+
+def get_speech_timestamps(audio: np.ndarray, model: VadModel, vad_options: VadOptions | None = None,
+                          **kwargs) -> list[dict]:
+    """Speech chunks of 16 kHz audio as [{"start": sample, "end": sample}, ...], found with `model` as
+    faster-whisper finds them; `kwargs` are VadOptions fields, when `vad_options` is not given."""
+    options = vad_options or VadOptions(**kwargs)
+    threshold = options.threshold
+    neg_threshold = options.neg_threshold
+    if neg_threshold is None:
+        neg_threshold = max(threshold - 0.15, 0.01)
+    min_speech_samples = SAMPLE_RATE * options.min_speech_duration_ms / 1000
+    speech_pad_samples = SAMPLE_RATE * options.speech_pad_ms / 1000
+    max_speech_samples = SAMPLE_RATE * options.max_speech_duration_s - FRAME - 2 * speech_pad_samples
+    min_silence_samples = SAMPLE_RATE * options.min_silence_duration_ms / 1000
+    min_silence_samples_at_max_speech = SAMPLE_RATE * 98 / 1000
+
+    triggered = False
+    speeches, current = [], {}
+    temp_end = 0  # where the silence that may end the current chunk began
+    prev_end = next_start = 0  # where to split the current chunk if it grows past the maximum
+    for i, probability in enumerate(model(audio)):
+        position = FRAME * i
+        if probability >= threshold and temp_end:
+            temp_end = 0
+            if next_start < prev_end:
+                next_start = position
+        if probability >= threshold and not triggered:
+            triggered = True
+            current["start"] = position
+            continue
+        if triggered and position - current["start"] > max_speech_samples:
+            if prev_end:  # split at the last long enough silence
+                current["end"] = prev_end
+                speeches.append(current)
+                current = {}
+                if next_start < prev_end:  # still in that silence
+                    triggered = False
+                else:
+                    current["start"] = next_start
+                prev_end = next_start = temp_end = 0
+            else:  # no silence to split at: cut here
+                current["end"] = position
+                speeches.append(current)
+                current = {}
+                prev_end = next_start = temp_end = 0
+                triggered = False
+                continue
+        if probability < neg_threshold and triggered:
+            if not temp_end:
+                temp_end = position
+            if position - temp_end > min_silence_samples_at_max_speech:
+                prev_end = temp_end
+            if position - temp_end < min_silence_samples:
+                continue
+            current["end"] = temp_end
+            if current["end"] - current["start"] > min_speech_samples:
+                speeches.append(current)
+            current = {}
+            prev_end = next_start = temp_end = 0
+            triggered = False
+    if current and len(audio) - current["start"] > min_speech_samples:
+        current["end"] = len(audio)
+        speeches.append(current)
+
+    for i, speech in enumerate(speeches):  # padding: half the gap where two chunks are closer than twice it
+        if i == 0:
+            speech["start"] = int(max(0, speech["start"] - speech_pad_samples))
+        if i == len(speeches) - 1:
+            speech["end"] = int(min(len(audio), speech["end"] + speech_pad_samples))
+            continue
+        following = speeches[i + 1]
+        silence = following["start"] - speech["end"]
+        if silence < 2 * speech_pad_samples:
+            speech["end"] += int(silence // 2)
+            following["start"] = int(max(0, following["start"] - silence // 2))
+        else:
+            speech["end"] = int(min(len(audio), speech["end"] + speech_pad_samples))
+            following["start"] = int(max(0, following["start"] - speech_pad_samples))
+    return speeches
+
+
+def collect_chunks(audio: np.ndarray, chunks: list[dict], sampling_rate: int = SAMPLE_RATE,
+                   max_duration: float = float("inf")) -> tuple[list[np.ndarray], list[dict]]:
+    """The chunks' audio joined into pieces of at most `max_duration` seconds, with each piece's offset and
+    duration in the joined audio (seconds) and its chunks (`segments`); one empty piece if there is no chunk."""
+    pieces, metadata = [], []
+    current, segments, duration, offset = [], [], 0, 0
+    for chunk in chunks:
+        length = chunk["end"] - chunk["start"]
+        if duration + length > max_duration * sampling_rate:
+            # As faster-whisper: the chunk that starts a new piece is not listed in its `segments`.
+            pieces.append(np.concatenate(current or [np.zeros(0, np.float32)]))
+            metadata.append({"offset": offset / sampling_rate, "duration": duration / sampling_rate,
+                             "segments": segments})
+            offset += duration
+            current, segments, duration = [audio[chunk["start"] : chunk["end"]]], [], length
+        else:
+            current.append(audio[chunk["start"] : chunk["end"]])
+            segments.append(chunk)
+            duration += length
+    pieces.append(np.concatenate(current or [np.zeros(0, np.float32)]))
+    metadata.append({"offset": offset / sampling_rate, "duration": duration / sampling_rate, "segments": segments})
+    return pieces, metadata
+
+
+class SpeechTimestampsMap:
+    """Maps times in the joined speech chunks back to the original audio."""
+
+    def __init__(self, chunks: list[dict], sampling_rate: int = SAMPLE_RATE, time_precision: int = 2):
+        self.sampling_rate = sampling_rate
+        self.time_precision = time_precision
+        self.chunk_end_sample = []  # each chunk's end in the joined audio
+        self.total_silence_before = []  # seconds cut before each chunk
+        previous_end = silent_samples = 0
+        for chunk in chunks:
+            silent_samples += chunk["start"] - previous_end
+            previous_end = chunk["end"]
+            self.chunk_end_sample.append(chunk["end"] - silent_samples)
+            self.total_silence_before.append(silent_samples / sampling_rate)
+
+    def get_original_time(self, time: float, chunk_index: int | None = None, is_end: bool = False) -> float:
+        if chunk_index is None:
+            chunk_index = self.get_chunk_index(time, is_end)
+        return round(self.total_silence_before[chunk_index] + time, self.time_precision)
+
+    def get_chunk_index(self, time: float, is_end: bool = False) -> int:
+        """The chunk `time` falls in; a time exactly at a chunk's end belongs to that chunk if `is_end`, else
+        to the next."""
+        sample = int(time * self.sampling_rate)
+        if is_end and sample in self.chunk_end_sample:
+            return self.chunk_end_sample.index(sample)
+        return min(bisect.bisect(self.chunk_end_sample, sample), len(self.chunk_end_sample) - 1)
