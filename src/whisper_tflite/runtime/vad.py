@@ -13,12 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-try:
-    from ai_edge_litert.interpreter import Interpreter
-except ImportError:  # only the older tflite-runtime package: the same interpreter
-    from tflite_runtime.interpreter import Interpreter
 
 from ..audio import SAMPLE_RATE
+from ..bundle import Bundle
 from ..errors import UsageError
 from ..native_log import native_stderr_hidden
 
@@ -57,17 +54,40 @@ class VadOptions:
             if not getattr(self, name) >= 0:
                 raise UsageError(f"the VAD {name} cannot be negative, got {getattr(self, name)!r}")
 
+    @classmethod
+    def of(cls, parameters: "VadOptions | dict | None") -> "VadOptions":
+        """What `vad_parameters` takes, as faster-whisper's `transcribe` does: options, a dict of their fields,
+        or None for the defaults."""
+        if parameters is None or isinstance(parameters, VadOptions):
+            return parameters or cls()
+        if not isinstance(parameters, dict):
+            raise UsageError(f"vad_parameters must be VadOptions or a dict of its fields, got {parameters!r}")
+        unknown = set(parameters) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UsageError(f"unknown VAD option {sorted(unknown)[0]!r}: choose from "
+                             f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(**parameters)
+
 
 class VadModel:
     """A `vad` .tflite file on the LiteRT interpreter: speech probabilities of 512-sample frames."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
+        try:  # here, not at the top: the options above are imported where no model runs (`convert`)
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # only the older tflite-runtime package: the same interpreter
+            from tflite_runtime.interpreter import Interpreter
+
         with native_stderr_hidden():
             interpreter = Interpreter(model_path=str(path), num_threads=threads)
             interpreter.allocate_tensors()
             self.runner = interpreter.get_signature_runner()
         self.interpreter = interpreter  # the runner needs it alive
         self.frames = (int(self.runner.get_input_details()["pcm"]["shape"][0]) - CONTEXT) // FRAME
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, threads: int | None = None) -> "VadModel":
+        return cls(bundle.path("vad"), threads)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """One probability per 512 samples of 16 kHz audio, zero-padded as faster-whisper pads it: by 1 to 512
