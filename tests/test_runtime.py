@@ -23,18 +23,20 @@ def tiny(tiny_bundle):
 
 
 def test_runtime_never_imports_tensorflow(default_bundle, english_clips):
+    """Nor the conversion side, nor onnxruntime, onnx, torch or faster-whisper: the VAD filter is on."""
     script = textwrap.dedent(f"""
         import sys
         CONVERSION_SIDE = ("whisper_tflite.graphs", "whisper_tflite.sources", "whisper_tflite.conversion",
                            "whisper_tflite.reference")
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("tensorflow", "transformers", "tf_keras", "keras") or \
+                if name.split(".")[0] in ("tensorflow", "transformers", "tf_keras", "keras", "onnxruntime", "onnx",
+                                          "torch", "faster_whisper") or \
                         name.startswith(CONVERSION_SIDE):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         from whisper_tflite import Transcriber
-        result = Transcriber({str(default_bundle)!r}).transcribe({str(english_clips[0].path)!r})
+        result = Transcriber({str(default_bundle)!r}).transcribe({str(english_clips[0].path)!r}, vad_filter=True)
         print(result.text)
         assert not any(m.split(".")[0] in ("tensorflow", "transformers") for m in sys.modules)
     """)
