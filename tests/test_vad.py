@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from whisper_tflite.bundle import Bundle
-from whisper_tflite.evaluation import (GAP_KINDS, error_rate, faster_whisper_transcribe, gap_sound,
-                                       gapped_recording, join_clips)
+from whisper_tflite.evaluation import GAP_KINDS, error_rate, faster_whisper_transcribe, gap_sound, gapped_recording
 from whisper_tflite.runtime import Transcriber
 from whisper_tflite.runtime.vad import (SpeechTimestampsMap, VadModel, VadOptions, collect_chunks,
                                          get_speech_timestamps)
@@ -76,7 +75,7 @@ def test_speech_timestamps_match_faster_whisper(options, vad, clips, audio_cache
     assert chunks >= len(audios) and (not options or chunks >= len(gapped.spans))
 
 
-def test_chunks_and_time_map_match_faster_whisper(vad, gapped):
+def test_chunks_and_time_map_match_faster_whisper(gapped):
     """On the gapped recording's speech: the joined pieces, their metadata, and times mapped back."""
     from faster_whisper import vad as theirs
 
