@@ -59,19 +59,21 @@ TINY_EN_IO = {
     # tiny.en's 8 alignment heads, over the full context
     "alignment": ({"tokens": [1, 448], "offset": [1], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                   {"weights": [8, 448, 1500]}),
+    # 128 frames of 512 samples after 64 of context, and the LSTM's h and c
+    "vad": ({"pcm": [65600], "state": [2, 1, 128]}, {"speech_probs": [128], "next_state": [2, 1, 128]}),
 }
 INT32_INPUTS = {"tokens", "offset"}
-# What each --quantize value must give per role (the features graph always stays float32).
+# What each --quantize value must give per role (the features graph and the vad model always stay float32).
 EXPECTED_PLAN = {
     "none": dict.fromkeys(TINY_EN_IO, "none"),
     "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16",
-             "decoder_batch": "fp16", "decoder_batch_short": "fp16", "alignment": "fp16"},
+             "decoder_batch": "fp16", "decoder_batch_short": "fp16", "alignment": "fp16", "vad": "none"},
     "dynamic-int8": {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
                      "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8",
-                     "decoder_batch_short": "dynamic-int8", "alignment": "dynamic-int8"},
+                     "decoder_batch_short": "dynamic-int8", "alignment": "dynamic-int8", "vad": "none"},
     None: {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
            "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8", "decoder_batch_short": "dynamic-int8",
-           "alignment": "dynamic-int8"},
+           "alignment": "dynamic-int8", "vad": "none"},
 }
 _TENSOR_TYPES = {0: "float32", 1: "float16", 9: "int8"}
 
@@ -189,8 +191,9 @@ def test_default_policy_per_role():
         "features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8", "prefill": "dynamic-int8",
         "decoder_batch": "dynamic-int8", "decoder_batch_short": "dynamic-int8", "alignment": "dynamic-int8",
         "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
-        "generator": "dynamic-int8"}
-    assert quantization_plan("fp16", ("features", "encoder")) == {"features": "none", "encoder": "fp16"}
+        "generator": "dynamic-int8", "vad": "none"}
+    assert quantization_plan("fp16", ("features", "encoder", "vad")) == {"features": "none", "encoder": "fp16",
+                                                                         "vad": "none"}
 
 
 def test_tiny_en_decoder_step_matches_reference(tiny_en, tiny_bundle, english_clips, audio_cache, tiny_en_features):

@@ -23,6 +23,7 @@ def tiny(tiny_bundle):
 
 
 def test_runtime_never_imports_tensorflow(default_bundle, clip_named):
+    """Nor the conversion side, nor onnxruntime, onnx, torch or faster-whisper: the VAD filter is on."""
     jfk = clip_named("en_jfk_openai-whisper.flac").path
     script = textwrap.dedent(f"""
         import sys
@@ -30,12 +31,13 @@ def test_runtime_never_imports_tensorflow(default_bundle, clip_named):
                            "whisper_tflite.reference")
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("tensorflow", "transformers", "tf_keras", "keras") or \
+                if name.split(".")[0] in ("tensorflow", "transformers", "tf_keras", "keras", "onnxruntime", "onnx",
+                                          "torch", "faster_whisper") or \
                         name.startswith(CONVERSION_SIDE):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         from whisper_tflite import Transcriber
-        result = Transcriber({str(default_bundle)!r}).transcribe({str(jfk)!r})
+        result = Transcriber({str(default_bundle)!r}).transcribe({str(jfk)!r}, vad_filter=True)
         print(result.text)
         assert not any(m.split(".")[0] in ("tensorflow", "transformers") for m in sys.modules)
     """)

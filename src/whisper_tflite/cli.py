@@ -19,6 +19,7 @@ from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
+from .runtime.vad import VadOptions
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
 EXIT_INTERNAL = 1
@@ -173,6 +174,22 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
              "skip a window whose no-speech probability is above this and whose text is unsure")):
         decoding.add_argument(f"--{name}", type=_optional_float, default=default,
                               metavar="X|none", help=f"{meaning}; none turns the check off [{default:g}]")
+    vad = command.add_argument_group("voice activity detection (faster-whisper's vad_filter and VadOptions)")
+    vad.add_argument("--vad-filter", action="store_true",
+                     help="decode only the speech Silero VAD finds (the bundle's vad model); times stay the "
+                          "original audio's")
+    defaults = VadOptions()
+    for name, kind, meaning in (
+            ("threshold", float, "a 32 ms frame is speech from this probability up"),
+            ("neg_threshold", float, "below this a frame is silence; between the two it continues what came "
+                                     "before [threshold - 0.15]"),
+            ("min_speech_duration_ms", int, "speech chunks this short or shorter are dropped"),
+            ("max_speech_duration_s", float, "longer chunks are split, at a pause where there is one"),
+            ("min_silence_duration_ms", int, "silence that ends a chunk lasts at least this"),
+            ("speech_pad_ms", int, "each chunk is widened by this on both sides")):
+        default = getattr(defaults, name)
+        vad.add_argument(f"--vad-{name.replace('_', '-')}", dest=f"vad_{name}", type=kind, default=default,
+                         metavar="X", help=meaning + ("" if default is None else f" [{default:g}]"))
 
 
 def _temperatures(text: str) -> tuple[float, ...]:
@@ -321,12 +338,16 @@ def _output_paths(files: list[Path], output_dir: Path | None, output_format: str
 
 
 def _options(args) -> TranscriptionOptions:
+    vad = VadOptions(**{name: getattr(args, f"vad_{name}") for name in VadOptions.__dataclass_fields__})
+    if vad != VadOptions() and not args.vad_filter:
+        raise UsageError("the --vad-* options tune the VAD filter: give --vad-filter too")
     return TranscriptionOptions(
         temperature=args.temperature, compression_ratio_threshold=args.compression_ratio_threshold,
         log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
         condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
         word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
-        patience=args.patience, length_penalty=args.length_penalty)
+        patience=args.patience, length_penalty=args.length_penalty, vad_filter=args.vad_filter,
+        vad_parameters=vad)
 
 
 def _transcribe(args) -> int:
@@ -347,7 +368,7 @@ def _transcribe(args) -> int:
     options = _options(args)
     outputs = _output_paths(args.files, args.output_dir, args.format)
     transcriber = Transcriber(args.model, threads=args.threads)
-    language = transcriber.check_request(args.language, args.task, args.word_timestamps)
+    language = transcriber.check_request(args.language, args.task, args.word_timestamps, args.vad_filter)
     failed: list[str] = []
     show = not args.quiet and len(args.files) > 1
     for index, file in enumerate(tqdm(args.files, desc="files", unit="file", disable=not show, file=sys.stderr)):

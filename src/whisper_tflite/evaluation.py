@@ -109,6 +109,44 @@ def join_clips(name: str, clips: list[Clip], load, gap_seconds: float = 1.0) -> 
     return Recording(name, np.concatenate(pieces), spans)
 
 
+GAP_KINDS = ("silence", "noise", "hum", "tone")
+
+
+def gap_sound(kind: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """What lies between speech in real recordings: digital silence, low noise (-50 dBFS RMS), 50 Hz mains hum
+    with its harmonics (-30 dBFS), or a sustained A major chord (-20 dBFS)."""
+    t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    if kind == "silence":
+        sound = np.zeros_like(t)
+    elif kind == "noise":
+        sound = rng.normal(0.0, 10 ** (-50 / 20), t.size)
+    elif kind == "hum":
+        sound = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in (1, 2, 3)) * 0.03
+    elif kind == "tone":
+        sound = sum(np.sin(2 * np.pi * f * t) for f in (440.0, 554.37, 659.25)) * 0.05
+    else:
+        raise ValueError(f"unknown gap kind {kind!r}: choose one of {', '.join(GAP_KINDS)}")
+    return sound.astype(np.float32)
+
+
+def gapped_recording(name: str, clips: list[Clip], load, gap_seconds: tuple[float, float] = (8.0, 25.0),
+                     seed: int = 0) -> Recording:
+    """The clips one after another, each gap a random length in `gap_seconds` of the next of `GAP_KINDS` in turn
+    (seeded: the same recording every time)."""
+    rng = np.random.default_rng(seed)
+    pieces, spans, position = [], [], 0
+    for i, clip in enumerate(clips):
+        if i:
+            gap = gap_sound(GAP_KINDS[(i - 1) % len(GAP_KINDS)], rng.uniform(*gap_seconds), rng)
+            pieces.append(gap)
+            position += len(gap)
+        samples = load(clip)
+        spans.append((position / SAMPLE_RATE, (position + len(samples)) / SAMPLE_RATE, clip.reference))
+        pieces.append(samples)
+        position += len(samples)
+    return Recording(name, np.concatenate(pieces), spans)
+
+
 @dataclass(frozen=True)
 class OracleSegment:
     start: float

@@ -19,26 +19,31 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 - Segment times are rounded to the millisecond and clamped to the audio's duration.
 - Word probabilities are the decoding's own token probabilities (see `timing.py`), and words are clamped into
   their segment (faster-whisper's heuristics can start its first word before it or end its last word after it).
-- No VAD filter, `clip_timestamps`, `prefix`, `hotwords` or `hallucination_silence_threshold`.
+- With the VAD filter, times are mapped back to the original audio to the millisecond, not to 10 ms; on audio
+  without speech, the language is still detected (on its first 30 s) when it is not given.
+- No `clip_timestamps`, `prefix`, `hotwords` or `hallucination_silence_threshold`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, AudioSource, load_audio, source_name
+from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioSource, load_audio, source_name
 from ..bundle import TOKENIZER, Bundle
 from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode_window, detect_language,
                        max_finished_hypotheses, sample_best_of)
 from .timing import Word, add_word_timestamps
+from .vad import SpeechTimestampsMap, VadModel, VadOptions, collect_chunks, get_speech_timestamps
 
 # Audio quieter than -80 dBFS RMS holds no speech: decoding a window of it makes Whisper invent " you", and a
 # window that starts with seconds of it puts the first segment's start there (a first timestamp is at most 1 s).
@@ -64,8 +69,11 @@ class TranscriptionOptions:
     patience: float = 1.0  # beam search stops after round(beam_size * patience) finished hypotheses
     length_penalty: float = 1.0  # hypotheses rank by log-probability / length ** length_penalty
     word_timestamps: bool = False
+    vad_filter: bool = False  # decode only the speech Silero VAD finds, as faster-whisper's vad_filter
+    vad_parameters: VadOptions | dict | None = None  # VadOptions or a dict of its fields; None: its defaults
 
     def __post_init__(self):
+        object.__setattr__(self, "vad_parameters", VadOptions.of(self.vad_parameters))
         for name in ("beam_size", "best_of"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -163,12 +171,7 @@ class LongFormDecoder:
         log_mel = self.stepper.whole_log_mel(audio)
         content_frames = log_mel.shape[1]
         duration = len(audio) / SAMPLE_RATE
-        language_probability = 1.0
-        if not tokenizer.multilingual:
-            language = "en"
-        elif language is None:
-            self.stepper.begin(_window(log_mel, 0, min(N_FRAMES, content_frames)))
-            language, language_probability = detect_language(self.stepper, tokenizer, tokenizer.languages)
+        language, language_probability = self.language(log_mel, language)
         start_sequence = tokenizer.prompt(language, task, timestamps=True)
         max_previous = self.stepper.n_ctx // 2 - 1
         segments: list[Segment] = []
@@ -224,6 +227,16 @@ class LongFormDecoder:
                 word.end = min(max(word.end, word.start), segment.end)
         text = "".join(s.text for s in segments).strip()
         return TranscriptionResult(text, language, language_probability, segments, duration)
+
+    def language(self, log_mel: np.ndarray, language: str | None) -> tuple[str, float]:
+        """The language to decode and its probability: English for English-only models, else `language`, else
+        the one detected in the first window."""
+        if not self.tokenizer.multilingual:
+            return "en", 1.0
+        if language is not None:
+            return language, 1.0
+        self.stepper.begin(_window(log_mel, 0, min(N_FRAMES, log_mel.shape[1])))
+        return detect_language(self.stepper, self.tokenizer, self.tokenizer.languages)
 
     @staticmethod
     def _is_silence(result: DecodingResult, options: TranscriptionOptions) -> bool:
@@ -324,6 +337,23 @@ def _last_end(segments: list[Segment]) -> float | None:
     return ends[-1] if ends else segments[-1].end if segments else None
 
 
+def restore_speech_timestamps(segments: list[Segment], chunks: list[dict]) -> None:
+    """Maps segment and word times in the joined speech `chunks` back to the original audio, as faster-whisper's
+    `restore_speech_timestamps`: a word by the chunk its middle lies in, a segment with words by its first and
+    last word."""
+    times = SpeechTimestampsMap(chunks, SAMPLE_RATE, time_precision=3)
+    for segment in segments:
+        if segment.words:
+            for word in segment.words:
+                chunk = times.get_chunk_index((word.start + word.end) / 2)
+                word.start = times.get_original_time(word.start, chunk)
+                word.end = times.get_original_time(word.end, chunk)
+            segment.start, segment.end = segment.words[0].start, segment.words[-1].end
+        else:
+            segment.start = times.get_original_time(segment.start)
+            segment.end = times.get_original_time(segment.end, is_end=True)
+
+
 def _window(log_mel: np.ndarray, seek: int, frames: int) -> np.ndarray:
     """[1, n_mels, 3000]: `frames` frames from `seek`, zero-padded in the log-mel domain (as openai/whisper and
     faster-whisper pad the last window)."""
@@ -369,6 +399,7 @@ class Transcriber:
         self._free: queue.Queue[LongFormDecoder] = queue.Queue()
         for worker in workers:
             self._free.put(worker)
+        self._vad_lock = threading.Lock()
         # The first worker's, for tools and tests that drive its models directly while no `transcribe` runs
         self.decoder = workers[0]
         self.stepper = self.decoder.stepper
@@ -377,12 +408,17 @@ class Transcriber:
     def languages(self) -> list[str]:
         return self.tokenizer.languages
 
-    def check_request(self, language: str | None, task: str, word_timestamps: bool = False) -> str | None:
+    def check_request(self, language: str | None, task: str, word_timestamps: bool = False,
+                      vad_filter: bool = False) -> str | None:
         """The language code to decode with (None: detect). Refuses a language the model does not know,
-        translation with an English-only model, or word timestamps from a bundle without the alignment model."""
+        translation with an English-only model, or word timestamps (the VAD filter) from a bundle without the
+        alignment (vad) model."""
         code = None if language in (None, "auto") else self.tokenizer.language_code(language)
         if word_timestamps and "alignment" not in self.bundle.models:
             raise BundleError(f"{self.bundle.folder} has no alignment model, which word timestamps need; "
+                              "convert the bundle again")
+        if vad_filter and "vad" not in self.bundle.models:
+            raise BundleError(f"{self.bundle.folder} has no vad model, which the VAD filter needs; "
                               "convert the bundle again")
         if task not in ("transcribe", "translate"):
             raise UsageError(f"unknown task {task!r}: choose transcribe or translate")
@@ -411,26 +447,47 @@ class Transcriber:
         patience: float = TranscriptionOptions.patience,
         length_penalty: float = TranscriptionOptions.length_penalty,
         word_timestamps: bool = False,
+        vad_filter: bool = False,
+        vad_parameters: VadOptions | dict | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> TranscriptionResult:
         """Text, language and timed segments of any length of audio: a file path, "-" (stdin), bytes, a binary
         file object, or an array at `sample_rate` (see `load_audio`).
 
-        The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`.
+        The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`. With
+        `vad_filter`, only the speech the bundle's vad model finds (`vad_parameters`: `VadOptions` or a dict of
+        its fields) is decoded, joined as faster-whisper joins it, and every time is mapped back to `audio`.
         """
-        language = self.check_request(language, task, word_timestamps)
+        language = self.check_request(language, task, word_timestamps, vad_filter)
         options = TranscriptionOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
             prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
             beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
-            word_timestamps=word_timestamps)
+            word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{source_name(audio)}: shorter than 10 ms")
         worker = self._free.get()
         try:
-            return worker.transcribe(samples, language, task, options, progress)
+            if not options.vad_filter:
+                return worker.transcribe(samples, language, task, options, progress)
+            with self._vad_lock:  # one VAD model for every worker: it runs in a moment
+                chunks = get_speech_timestamps(samples, self.vad, options.vad_parameters)
+            speech = np.concatenate(collect_chunks(samples, chunks)[0])
+            duration = len(samples) / SAMPLE_RATE
+            if speech.size < HOP_LENGTH:  # no speech: no text
+                language, probability = worker.language(worker.stepper.whole_log_mel(samples[:N_SAMPLES]), language)
+                return TranscriptionResult("", language, probability, [], duration)
+            result = worker.transcribe(speech, language, task, options, progress)
+            restore_speech_timestamps(result.segments, chunks)
+            result.duration = duration
+            return result
         finally:
             self._free.put(worker)
+
+    @functools.cached_property
+    def vad(self) -> VadModel:
+        """The bundle's vad model, loaded at the first use of the VAD filter."""
+        return VadModel.from_bundle(self.bundle, self.threads)
