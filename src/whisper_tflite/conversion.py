@@ -426,7 +426,8 @@ def convert(
                 for role, verdict in gpu_entries(gpu_analyzer, staging, entries).items():
                     entries[role]["gpu"] = verdict
             bar.set_postfix_str("manifest")
-            (staging / TOKENIZER).write_text(checkpoint.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+            (staging / TOKENIZER).write_text(compact_tokenizer_json(checkpoint.tokenizer.backend_tokenizer.to_str()),
+                                             encoding="utf-8")
             manifest = {
                 **({"format": S4Y_FORMAT, "format_version": 1, "source": source, "language": language,
                     "task": "transcribe", "prompt": prompt} if s4y else
@@ -450,6 +451,16 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def compact_tokenizer_json(text: str) -> str:
+    """The tokenizer's JSON without spaces, its BPE merges as "a b" strings (the form every tokenizers version
+    reads) rather than ["a", "b"] pairs: 0.2 MB less for Whisper's 50,000 merges, the same tokenizer."""
+    tokenizer = json.loads(text)
+    merges = tokenizer.get("model", {}).get("merges")
+    if merges and all(isinstance(m, list) and len(m) == 2 and " " not in m[0] + m[1] for m in merges):
+        tokenizer["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+    return json.dumps(tokenizer, ensure_ascii=False, separators=(",", ":"))
 
 
 def _s4y_prompt(checkpoint, language: str | None) -> tuple[str, list[int]]:
