@@ -46,6 +46,33 @@ def test_runtime_never_imports_tensorflow(default_bundle, clip_named):
     assert "ask not what your country can do for you" in done.stdout
 
 
+def test_compiled_models_compute_as_the_interpreter(default_bundle, tmp_path, monkeypatch):
+    """Every role of the default bundle on LiteRT's CompiledModel gives the interpreter's outputs, both when it
+    packs the weights into XNNPACK's weight cache and when a later load maps that cache. The cache keys packed
+    weights by buffer and kernel, not by content: a graph that makes two packings collide gets another weight's
+    results (as tiny.en's alignment heads, taken per head from a slice, once did to decoder_step)."""
+    from whisper_tflite.bundle import Bundle
+    from whisper_tflite.runtime.models import LiteRtModel, open_compiled
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    bundle = Bundle.load(default_bundle)
+    rng = np.random.default_rng(0)
+    for role in bundle.models:
+        interpreter = LiteRtModel(bundle, role, 2)
+        inputs = {name: (np.full(shape, 3 if role == "decoder_step" else 0, np.int32) if name == "offset" else
+                         rng.integers(0, 50000, shape).astype(np.int32) if name == "tokens" else
+                         rng.standard_normal(shape).astype(np.float32) * (0.1 if name == "pcm" else 1))
+                  for name, shape in interpreter.input_shapes.items()}
+        interpreter.run(**inputs)
+        for load in ("packs", "maps"):
+            compiled = open_compiled(bundle, role, 2, {})
+            compiled.run(**inputs)
+            for name in interpreter.output_shapes:
+                np.testing.assert_allclose(compiled.output(name), interpreter.output(name), rtol=1e-3, atol=1e-3,
+                                           err_msg=f"{role} {name}, compiled model that {load} the weight cache")
+    assert len(list((tmp_path / "whisper-tflite" / "xnnpack").iterdir())) == len(set(bundle.files))
+
+
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")
 def test_model_files_are_not_resident_twice(default_bundle, clip_named):
     """XNNPACK packs the weights into memory of its own; the memory-mapped files' pages are then dropped, and only

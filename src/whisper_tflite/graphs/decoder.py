@@ -318,14 +318,15 @@ class DecoderAlignment(DecoderStep):
             x = x + dense(merge_heads(attend(q, k, v, causal_bias)), w, f"{p}/self_attn/out_proj")
             h = layer_norm(x, w, f"{p}/encoder_attn_layer_norm")
             q = split_heads(dense(h, w, f"{p}/encoder_attn/q_proj"), self.heads)
+            # The layer's cross-attention, whose softmax holds its alignment heads' weights. (Taken per head, from
+            # a slice of q, they made XNNPACK's weight cache of ai-edge-litert 2.3.0 give the file's other
+            # signatures wrong results.)
+            attention = tf.nn.softmax(query_keys(q * self.head_dim**-0.5, inputs[f"cross_k_{i}"]), axis=-1)
             for layer, head in self.alignment_heads:
                 if layer == i:
-                    scores = tf.matmul(q[head] * (self.head_dim ** -0.5), inputs[f"cross_k_{i}"][head],
-                                       transpose_b=True)
-                    weights[layer, head] = tf.nn.softmax(scores, axis=-1)
+                    weights[layer, head] = tf.gather(attention, [head])
             if i == last:
                 break
-            cross = attend(q, inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"])
-            x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
+            x = x + dense(merge_heads(mix_values(attention, inputs[f"cross_v_{i}"])), w, f"{p}/encoder_attn/out_proj")
             x = mlp(x, w, p)
-        return {"weights": tf.stack([weights[pair] for pair in self.alignment_heads])}
+        return {"weights": tf.concat([weights[pair] for pair in self.alignment_heads], 0)}

@@ -152,16 +152,12 @@ def _quiet_end() -> None:
 class CompiledFile:
     """One .tflite file compiled for the CPU, its weights packed once for all its signatures."""
 
-    def __init__(self, path: Path, sha256: str, threads: int | None, signatures: int = 1):
-        """`signatures`: how many the file holds. XNNPACK's weight cache of ai-edge-litert 2.3.0 gives wrong
-        results for a file whose alignment and decoder_step signatures share weights (tiny.en's decoder_step
-        logits off by up to 11; decoder_step with prefill or with decoder_batch alone is right): only files of
-        one signature are cached; the others pack each signature's weights, as the interpreter does."""
+    def __init__(self, path: Path, sha256: str, threads: int | None):
         _, _, CompiledModel, Options, CpuOptions, _ = _api()
-        cache = weight_cache_path(path, sha256) if signatures == 1 else ""
+        cache = weight_cache_path(path, sha256)
         # A new cache is written under a name of this process's and moved into place whole once written, so a
         # process never maps another's half-written file.
-        building = cache if cache in ("", ":memory") or os.path.exists(cache) else \
+        building = cache if cache == ":memory" or os.path.exists(cache) else \
             f"{cache}.{os.getpid()}-{os.urandom(4).hex()}.partial"
         options = Options(cpu_options=CpuOptions(num_threads=threads or 0, xnnpack_weight_cache_path=building))
         try:
