@@ -20,20 +20,20 @@ def test_version():
     assert done.returncode == 0 and done.stdout.strip() == f"whisper-tflite {__version__}"
 
 
-# What `make demo` prints (the default bundle, beam 5), measured; its int8 layers round as the CPU's int8 kernels do:
-#   AMD EPYC and Intel Xeon with AVX-512 and VNNI           one segment, with commas
-#   AMD EPYC with AVX2 only (family 25, model 1); aarch64    two segments, without commas
-DEMO_TRANSCRIPTS = (
-    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.",
-    "And so my fellow Americans ask not what your country can do for you\nask what you can do for your country.",
-)
+# The jfk sentence, which `make demo` prints. Its punctuation and its segments (one a line) vary with the CPU's int8
+# kernels (the default bundle's int8 layers round as they do): with commas, in one segment, on an AMD EPYC with
+# AVX-512 and VNNI; "And so, my fellow Americans ask not ... for you" and the rest on a second line on an AMD EPYC
+# with AVX2 only (family 25, model 1). Its words do not.
+DEMO_SENTENCE = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 def test_quick_start_prints_the_demo_transcript(default_bundle, clip_named):
     """`make demo` (the Makefile's sample, the default bundle of tiny.en, default options) prints the jfk
-    transcript, one segment a line, as one of the CPUs measured prints it. The sample in the repository is the
-    manifest's jfk clip, sample for sample, so `make demo` needs nothing beside the repository."""
+    sentence's words. The sample in the repository is the manifest's jfk clip, sample for sample, so `make demo`
+    needs nothing beside the repository."""
     import soundfile
+
+    from whisper_tflite.evaluation import error_rate
 
     sample = REPO / next(line.split(":=")[1].strip() for line in (REPO / "Makefile").read_text().splitlines()
                          if line.startswith("SAMPLE :="))
@@ -43,7 +43,8 @@ def test_quick_start_prints_the_demo_transcript(default_bundle, clip_named):
     assert rate == our_rate == 16000 and np.array_equal(ours, shared)
     done = run_cli("transcribe", sample, "--model", default_bundle)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() in DEMO_TRANSCRIPTS, done.stdout
+    assert 1 <= len(done.stdout.strip().splitlines()) <= 3, done.stdout
+    assert error_rate([DEMO_SENTENCE], [" ".join(done.stdout.split())], "en") == 0, done.stdout
 
 
 def test_litert_log_only_when_verbose(default_bundle, clip_named):
@@ -52,7 +53,7 @@ def test_litert_log_only_when_verbose(default_bundle, clip_named):
     verbose = run_cli("transcribe", clip, "--model", default_bundle, "--verbose")
     assert quiet.returncode == verbose.returncode == 0
     assert quiet.stderr == "", quiet.stderr
-    assert "XNNPACK delegate" in verbose.stderr and quiet.stdout == verbose.stdout
+    assert "XNNPACK" in verbose.stderr and quiet.stdout == verbose.stdout
 
 
 def test_api_takes_what_the_cli_takes(default_bundle, clip_named, audio_cache):

@@ -50,7 +50,7 @@ def test_compiled_models_compute_as_the_interpreter(default_bundle, tmp_path, mo
     """Every role of the default bundle on LiteRT's CompiledModel gives the interpreter's outputs, both when it
     packs the weights into XNNPACK's weight cache and when a later load maps that cache. The cache keys packed
     weights by buffer and kernel, not by content: a graph that makes two packings collide gets another weight's
-    results (as tiny.en's alignment heads, taken per head from a slice, once did to decoder_step)."""
+    results (tiny.en's decoder_step does, beside alignment heads taken per head from a slice of q)."""
     from whisper_tflite.bundle import Bundle
     from whisper_tflite.runtime.models import LiteRtModel, open_compiled
 
