@@ -142,7 +142,9 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
-_BYTE_OF_CHARACTER = {character: byte for byte, character in _bytes_to_unicode().items()}
+# Byte-level BPE's characters -> the bytes they stand for, as a str.translate table to Latin-1 code points (one
+# character a byte), so a token's bytes are one C-level translate and encode: 50,000 tokens in milliseconds.
+_LATIN1_OF_CHARACTER = {ord(character): byte for byte, character in _bytes_to_unicode().items()}
 _LANGUAGE_TOKEN = re.compile(r"^<\|([a-z]{2,3})\|>$")
 TIMESTAMP_STEP = 0.02  # seconds per timestamp token
 
@@ -210,7 +212,7 @@ class WhisperTokenizer:
         self._pieces = [b""] * self.special.eot
         for token, token_id in vocabulary.items():
             if token_id < self.special.eot:
-                self._pieces[token_id] = bytes(_BYTE_OF_CHARACTER[c] for c in token)
+                self._pieces[token_id] = token.translate(_LATIN1_OF_CHARACTER).encode("latin-1")
         self._load = load
         self._encoder: Tokenizer | None = None
 
