@@ -363,6 +363,33 @@ def measure(model: str, rounds: int, threads: int) -> dict:
             "cold_start": cold_starts(systems, rounds, threads)}
 
 
+def footprint(model: str, threads: int, rounds: int) -> str:
+    """The default bundle against faster-whisper int8: size on disk, peak RSS of a worker that transcribes the
+    clips and the long recording greedily, and cold start; a markdown table (`--footprint`)."""
+    from whisper_tflite.conversion import convert
+
+    bundle = CACHE / model / "tflite-default"
+    if not (bundle / "manifest.json").is_file():
+        convert(model, bundle, force=True)
+    ct2 = ct2_folder(model)
+    clips = choose_clips(model)
+    long_path, _ = long_recording()
+    rows = []
+    for name, kind, path in (("whisper-tflite default", "tflite", bundle), ("faster-whisper int8", "faster-whisper-int8", ct2)):
+        worker = Worker(name, kind, path, threads, _folder_mb(path), 1)
+        for clip in clips:
+            worker.ask(clip.path, clip.language)
+        worker.ask(long_path, "en")
+        rows.append((name, _folder_mb(path), worker.close()))
+    starts = cold_starts([("default", "tflite", bundle, 5), ("fw", "faster-whisper-int8", ct2, 5)], rounds, threads)
+    lines = [f"{model}, {threads} threads: `python benchmarks/run.py --footprint --models {model}`", "",
+             "| system | size MB | peak RSS MB (greedy: the clips, then the long recording) |", "|---|---:|---:|"]
+    lines += [f"| {name} | {size:.1f} | {peak:.0f} |" for name, size, peak in rows]
+    lines += ["", "| cold start (JFK, beam 5) | s |", "|---|---:|"]
+    lines += [f"| {r['system']} | {r['median_s']:.2f} [{r['min_s']:.2f} - {r['max_s']:.2f}] |" for r in starts]
+    return "\n".join(lines)
+
+
 def _report_parts() -> tuple[str, dict[str, str]]:
     """docs/benchmarks.md as run.py's report and the other scripts' sections, by heading."""
     path = DOCS / "benchmarks.md"
@@ -495,6 +522,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="redraw the report from docs/benchmarks.json")
+    parser.add_argument("--footprint", action="store_true",
+                        help="only size, peak RSS and cold start of the default bundle and faster-whisper int8")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--beam-size", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -502,6 +531,12 @@ def main() -> None:
         worker_main(*args.worker, args.threads, args.beam_size)
         return
     started = time.perf_counter()
+    if args.footprint:
+        info = machine()
+        print(f"{info['cpu']} ({', '.join(info['simd'])}), {info['cores']} cores")
+        for model in args.models.split(","):
+            print(footprint(model, args.threads, args.rounds) + "\n")
+        return
     raw = DOCS / "benchmarks.json"
     if args.report_only:
         saved = json.loads(raw.read_text())
