@@ -20,7 +20,7 @@ from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfl
 from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
 
-QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
+QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8", "int4")
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import json
 import os
 import shutil
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from .graphs.base import GraphModule
     from .sources import WhisperCheckpoint
 
-QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
+QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int4")
 LAYOUTS = ("bundle", "s4y")
 FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
@@ -40,6 +43,9 @@ def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "non
     channel: FULLY_CONNECTED version 9, which TFLite 2.3 runs, instead of version 12, which needs 2.17."""
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    if quantize == "int4":  # the float32 file, its dense weights then quantized by ai-edge-quantizer
+        return quantize_int4(to_tflite(models, "none"), name=" + ".join(m.role for m in (
+            models.values() if isinstance(models, dict) else [models])))
     signatures = models if isinstance(models, dict) else {SINGLE_SIGNATURE: models}
     name = " + ".join(module.role for module in signatures.values())
     functions = {key: module.serving_function() for key, module in signatures.items()}
@@ -76,8 +82,127 @@ def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "non
     return model
 
 
-_FLOAT32, _FLOAT16, _INT32, _INT8 = 0, 1, 2, 9  # TFLite TensorType codes
-_DEQUANTIZE, _FULLY_CONNECTED, _GATHER = 6, 9, 36  # BuiltinOperator codes
+_FLOAT32, _FLOAT16, _INT32, _INT8, _INT4 = 0, 1, 2, 9, 17  # TFLite TensorType codes
+_DEQUANTIZE, _EMBEDDING_LOOKUP, _FULLY_CONNECTED, _GATHER = 6, 7, 9, 36  # BuiltinOperator codes
+# The oldest runtime recorded for int4 files: blockwise int4 weights are only checked on ai-edge-litert 2.3.0,
+# whose kernels are TensorFlow 2.21's.
+INT4_MIN_RUNTIME = "2.21.0"
+
+
+def quantize_int4(model: bytes, name: str = "model") -> bytes:
+    """A float32 file with int4 weights, as ai-edge-quantizer writes them: each FULLY_CONNECTED's in blocks of 32
+    along the input with a float16 scale a block (one scale per output channel loses too much: tiny.en's WER
+    doubles), each CONV_2D's int8 with a scale per output channel. Activations stay float32 and are quantized
+    on the fly (XNNPACK's qd8 x qb4w kernels). Then the token embedding is stored once (`share_int4_token_table`),
+    float tables of 64 KB or more as float16, every constant byte string and quantization parameters once."""
+    try:
+        from ai_edge_quantizer import quantizer, recipe_manager
+        from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
+    except ImportError:
+        raise UsageError("--quantize int4 needs ai-edge-quantizer: pip install 'whisper-tflite[convert]'") from None
+    recipe = recipe_manager.RecipeManager()
+    recipe.add_dynamic_config(regex=".*", operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=4,
+                              granularity=QuantGranularity.BLOCKWISE_32)
+    recipe.add_dynamic_config(regex=".*", operation_name=TFLOperationName.CONV_2D, num_bits=8,
+                              granularity=QuantGranularity.CHANNELWISE)
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            quantized = quantizer.Quantizer(model, recipe.get_quantization_recipe()).quantize().quantized_model
+    except Exception as e:  # the quantizer raises ValueError, RuntimeError, ... on a graph it cannot handle
+        raise ConversionError(f"int4 quantization of {name} failed: {str(e).strip().splitlines()[0]}") from e
+    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(quantized))
+    _share_equal_buffers(parsed)  # the quantizer writes a weight read by several signatures once a signature
+    share_int4_token_table(parsed)
+    store_tables_as_float16(parsed)
+    _set_min_runtime(parsed, INT4_MIN_RUNTIME)
+    model = serialize(parsed)
+    check_model(model, name)
+    return model
+
+
+def _share_equal_buffers(parsed) -> None:
+    """Points every tensor at the first buffer with its bytes, and drops the copies."""
+    first: dict[bytes, int] = {}
+    remap: dict[int, int] = {}
+    metadata = {entry.buffer for entry in parsed.metadata or []}
+    for index, buffer in enumerate(parsed.buffers):
+        if index and index not in metadata and buffer.data is not None and len(buffer.data):
+            remap[index] = first.setdefault(hashlib.sha256(np.asarray(buffer.data).tobytes()).digest(), index)
+    for subgraph in parsed.subgraphs:
+        for tensor in subgraph.tensors:
+            tensor.buffer = remap.get(tensor.buffer, tensor.buffer)
+    _drop_unused_buffers(parsed)
+
+
+def share_int4_token_table(parsed) -> None:
+    """Stores the token embedding once in an int4 text decoder file: every signature's look-up of the input tokens
+    (a GATHER of the float table) becomes an EMBEDDING_LOOKUP of the logits' int4 weights, which have the
+    table's shape, and LiteRT's kernel dequantizes the looked-up rows with their block scales. A signature without
+    logits reads the weights through its own tensor of the same buffer and scales."""
+    weights: dict[tuple, tuple] = {}  # shape: (tensor, its scales tensor) of blockwise int4 FULLY_CONNECTED weights
+    for subgraph in parsed.subgraphs:
+        for op in subgraph.operators:
+            if _code(parsed, op) == _FULLY_CONNECTED:
+                tensor = subgraph.tensors[op.inputs[1]]
+                details = tensor.quantization.details if tensor.quantization is not None else None
+                if tensor.type == _INT4 and details is not None and hasattr(details, "blockSize"):
+                    weights.setdefault(tuple(tensor.shape), (tensor, subgraph.tensors[details.scales]))
+    lookup = None
+    for subgraph in parsed.subgraphs:
+        for op in subgraph.operators:
+            if _code(parsed, op) != _GATHER:
+                continue
+            table, ids = subgraph.tensors[op.inputs[0]], subgraph.tensors[op.inputs[1]]
+            data = parsed.buffers[table.buffer].data if table.buffer else None
+            if (table.type != _FLOAT32 or data is None or tuple(table.shape) not in weights or ids.type != _INT32
+                    or len(ids.shape) != 1 or op.builtinOptions.axis != 0 or op.builtinOptions.batchDims != 0):
+                continue
+            source, source_scales = weights[tuple(table.shape)]
+            weight = _tensor_of(subgraph, source)
+            if weight is None:  # a signature without logits: its own tensor of the weights and of their scales
+                scales = _tensor_of(subgraph, source_scales)
+                if scales is None:
+                    scales = _copy_tensor(subgraph, source_scales, source_scales.quantization)
+                quantization = copy.deepcopy(source.quantization)
+                quantization.details.scales = scales
+                weight = _copy_tensor(subgraph, source, quantization)
+            if lookup is None:
+                lookup = _opcode(parsed, _EMBEDDING_LOOKUP)
+                parsed.operatorCodes[lookup].version = 4  # int4 and blockwise tables
+            gathered = op.inputs[0]
+            op.opcodeIndex, op.inputs = lookup, np.array([op.inputs[1], weight], np.int32)
+            op.builtinOptionsType, op.builtinOptions = 0, None
+            if not any(index == gathered for other in subgraph.operators for index in other.inputs):
+                table.buffer = 0  # read by no operator now: its float bytes go
+    _drop_unused_buffers(parsed)
+
+
+def _tensor_of(subgraph, source) -> int | None:
+    """The index of a tensor of `subgraph` reading `source`'s buffer as `source` does, or None."""
+    for index, tensor in enumerate(subgraph.tensors):
+        if (tensor.buffer == source.buffer and tensor.type == source.type and list(tensor.shape) == list(source.shape)
+                and (tensor.quantization is None) == (source.quantization is None)):
+            return index
+    return None
+
+
+def _copy_tensor(subgraph, source, quantization) -> int:
+    tensor = schema.TensorT()
+    tensor.name, tensor.type, tensor.buffer = source.name + b"/shared", source.type, source.buffer
+    tensor.shape, tensor.quantization = np.array(source.shape, np.int32), quantization
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def _code(parsed, op) -> int:
+    opcode = parsed.operatorCodes[op.opcodeIndex]
+    return max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+
+
+def _set_min_runtime(parsed, version: str) -> None:
+    for entry in parsed.metadata or []:
+        if entry.name == b"min_runtime_version":
+            parsed.buffers[entry.buffer].data = np.frombuffer(version.encode().ljust(16, b"\0"), np.uint8)
 
 
 def share_token_table(parsed) -> None:
