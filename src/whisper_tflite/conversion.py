@@ -84,8 +84,9 @@ def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "non
 
 _FLOAT32, _FLOAT16, _INT32, _INT8, _INT4 = 0, 1, 2, 9, 17  # TFLite TensorType codes
 _DEQUANTIZE, _EMBEDDING_LOOKUP, _FULLY_CONNECTED, _GATHER = 6, 7, 9, 36  # BuiltinOperator codes
-# The oldest runtime recorded for int4 files: blockwise int4 weights are only checked on ai-edge-litert 2.3.0,
-# whose kernels are TensorFlow 2.21's.
+# The oldest runtime int4 files record, instead of the 2.9 the converter gives their float ops: blockwise int4
+# weights are newer and checked on ai-edge-litert 2.3.0 only; 2.21, the TensorFlow release the conversion stack
+# pins, is a bound that --min-runtime can check (the oldest release that runs them is not established).
 INT4_MIN_RUNTIME = "2.21.0"
 
 
