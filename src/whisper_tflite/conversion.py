@@ -44,6 +44,7 @@ def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "non
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
     if quantize == "int4":  # the float32 file, its dense weights then quantized by ai-edge-quantizer
+        _quantizer()  # before converting: its absence is one line
         return quantize_int4(to_tflite(models, "none"), name=" + ".join(m.role for m in (
             models.values() if isinstance(models, dict) else [models])))
     signatures = models if isinstance(models, dict) else {SINGLE_SIGNATURE: models}
@@ -96,11 +97,7 @@ def quantize_int4(model: bytes, name: str = "model") -> bytes:
     doubles), each CONV_2D's int8 with a scale per output channel. Activations stay float32 and are quantized
     on the fly (XNNPACK's qd8 x qb4w kernels). Then the token embedding is stored once (`share_int4_token_table`),
     float tables of 64 KB or more as float16, every constant byte string and quantization parameters once."""
-    try:
-        from ai_edge_quantizer import quantizer, recipe_manager
-        from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
-    except ImportError:
-        raise UsageError("--quantize int4 needs ai-edge-quantizer: pip install 'whisper-tflite[convert]'") from None
+    quantizer, recipe_manager, QuantGranularity, TFLOperationName = _quantizer()
     recipe = recipe_manager.RecipeManager()
     recipe.add_dynamic_config(regex=".*", operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=4,
                               granularity=QuantGranularity.BLOCKWISE_32)
@@ -119,6 +116,16 @@ def quantize_int4(model: bytes, name: str = "model") -> bytes:
     model = serialize(parsed)
     check_model(model, name)
     return model
+
+
+def _quantizer():
+    """ai-edge-quantizer's modules that `quantize_int4` uses, imported here: only int4 needs the package."""
+    try:
+        from ai_edge_quantizer import quantizer, recipe_manager
+        from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
+    except ImportError:
+        raise UsageError("--quantize int4 needs ai-edge-quantizer: pip install 'whisper-tflite[convert]'") from None
+    return quantizer, recipe_manager, QuantGranularity, TFLOperationName
 
 
 def _share_equal_buffers(parsed) -> None:
@@ -516,6 +523,8 @@ def convert(
     if not roles:
         raise UsageError("no models to convert: give at least one role to --models")
     plan = quantization_plan(quantize, roles)
+    if "int4" in plan.values():
+        _quantizer()
     ceiling = version_tuple(min_runtime) if min_runtime is not None else None
     if gpu_analyzer is not None:
         gpu_verdicts(gpu_analyzer, [])  # refuses a Python without the analyzer's GPU rules before converting
