@@ -93,8 +93,8 @@ INT4_MIN_RUNTIME = "2.21.0"
 
 def quantize_int4(model: bytes, name: str = "model") -> bytes:
     """A float32 file with int4 weights, as ai-edge-quantizer writes them: each FULLY_CONNECTED's in blocks of 32
-    along the input with a float16 scale a block (one scale per output channel loses too much: tiny.en's WER
-    doubles), each CONV_2D's int8 with a scale per output channel. Activations stay float32 and are quantized
+    along the input with a float16 scale a block (ai-edge-quantizer's finest blocks: one scale per output channel
+    loses far more), each CONV_2D's int8 with a scale per output channel. Activations stay float32 and are quantized
     on the fly (XNNPACK's qd8 x qb4w kernels). Then the token embedding is stored once (`share_int4_token_table`),
     float tables of 64 KB or more as float16, every constant byte string and quantization parameters once."""
     quantizer, recipe_manager, QuantGranularity, TFLOperationName = _quantizer()
