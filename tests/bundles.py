@@ -35,6 +35,8 @@ BUNDLES = {
     "base_bundle": dict(source="base", quantize="none", models=GREEDY_MODELS),
     # the one-file model only: its parts are the same graphs, checked on tiny.en
     "base_combined": dict(source="base", quantize="none", models=("features", "whisper")),
+    # every role int4 but the features graph (docs/quantization.md): the one bundle of that policy the tests check
+    "int4_bundle": dict(source="tiny.en", quantize="int4", models=DEFAULT_MODELS),
     "s4y_tiny_en": dict(source="tiny.en", quantize="none", models=tuple(S4Y_MODELS), layout="s4y"),
     # a multilingual model with its language fixed: the one file whisper-s4y's demo app runs on the mel
     "s4y_base_de": dict(source="base", quantize="none", models=("features-extractor", "encoder_decoder"),
@@ -42,20 +44,26 @@ BUNDLES = {
 }
 
 CONVERSION_STACK = ("tensorflow", "tf-keras", "keras", "flatbuffers", "ml-dtypes", "transformers", "numpy",
-                    "ai-edge-litert")
+                    "ai-edge-litert", "ai-edge-quantizer")
 
 
 def code_version() -> str:
     """Changes whenever anything that shapes a converted model changes: the package's source and pins, the
     installed conversion stack and the Python that runs it."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # ai-edge-quantizer: only --quantize int4 needs it
+            return "absent"
 
     digest = hashlib.sha256()
     for path in sorted((REPO / "src" / "whisper_tflite").rglob("*.py")):
         digest.update(path.relative_to(REPO).as_posix().encode())
         digest.update(path.read_bytes())
     digest.update((REPO / "pyproject.toml").read_bytes())
-    digest.update(" ".join([sys.version, *(f"{name}={version(name)}" for name in CONVERSION_STACK)]).encode())
+    digest.update(" ".join([sys.version, *(f"{name}={installed(name)}" for name in CONVERSION_STACK)]).encode())
     return digest.hexdigest()[:12]
 
 

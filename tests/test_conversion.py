@@ -194,6 +194,22 @@ def test_default_policy_per_role():
         "generator": "dynamic-int8", "vad": "none"}
     assert quantization_plan("fp16", ("features", "encoder", "vad")) == {"features": "none", "encoder": "fp16",
                                                                          "vad": "none"}
+    # int4: the text decoder's roles (one file), the encoder int8, the graphs with the mel and the vad float32
+    assert quantization_plan("int4", ROLES) == {
+        "features": "none", "encoder": "dynamic-int8", "decoder_step": "int4", "prefill": "int4",
+        "decoder_batch": "int4", "decoder_batch_short": "int4", "alignment": "int4", "decoder": "int4",
+        "pcm_encoder": "none", "encoder_decoder": "int4", "whisper": "none", "generator": "int4", "vad": "none"}
+
+
+def test_int4_without_the_quantizer_is_one_line(monkeypatch):
+    import sys
+
+    from whisper_tflite.conversion import quantize_int4
+    from whisper_tflite.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)  # what an absent package raises: ImportError
+    with pytest.raises(UsageError, match="needs ai-edge-quantizer"):
+        quantize_int4(b"")
 
 
 def test_tiny_en_decoder_step_matches_reference(tiny_en, tiny_bundle, english_clips, audio_cache, tiny_en_features):

@@ -21,7 +21,7 @@ from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
 from .runtime.vad import VadOptions
 
-QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8")
+QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8", "int4")
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 
@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="bundled name (tiny.en, base), CTranslate2 folder, HF folder or hub id [tiny.en]")
     convert.add_argument("--out", type=Path, help="bundle folder to write [bundles/MODEL]")
     convert.add_argument("--quantize", type=_quantize_option, metavar="|".join(QUANTIZE_CHOICES),
-                         help="one quantization for every model, or per role: encoder=fp16,decoder_step=none "
+                         help="one quantization for every model (int4: int4 text decoder, dynamic-int8 encoder; "
+                              "needs ai-edge-quantizer), or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy of docs/quantization.md]")
     convert.add_argument("--models",
                          help=f"comma-separated roles to build, or 'all': {', '.join(ROLES)} "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import json
 import os
 import shutil
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from .graphs.base import GraphModule
     from .sources import WhisperCheckpoint
 
-QUANTIZATIONS = ("none", "fp16", "dynamic-int8")
+QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int4")
 LAYOUTS = ("bundle", "s4y")
 FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
@@ -40,6 +43,10 @@ def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "non
     channel: FULLY_CONNECTED version 9, which TFLite 2.3 runs, instead of version 12, which needs 2.17."""
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    if quantize == "int4":  # the float32 file, its dense weights then quantized by ai-edge-quantizer
+        _quantizer()  # before converting: its absence is one line
+        return quantize_int4(to_tflite(models, "none"), name=" + ".join(m.role for m in (
+            models.values() if isinstance(models, dict) else [models])))
     signatures = models if isinstance(models, dict) else {SINGLE_SIGNATURE: models}
     name = " + ".join(module.role for module in signatures.values())
     functions = {key: module.serving_function() for key, module in signatures.items()}
@@ -76,8 +83,134 @@ def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "non
     return model
 
 
-_FLOAT32, _FLOAT16, _INT32, _INT8 = 0, 1, 2, 9  # TFLite TensorType codes
-_DEQUANTIZE, _FULLY_CONNECTED, _GATHER = 6, 9, 36  # BuiltinOperator codes
+_FLOAT32, _FLOAT16, _INT32, _INT8, _INT4 = 0, 1, 2, 9, 17  # TFLite TensorType codes
+_DEQUANTIZE, _EMBEDDING_LOOKUP, _FULLY_CONNECTED, _GATHER = 6, 7, 9, 36  # BuiltinOperator codes
+# The oldest runtime int4 files record, instead of the 2.9 the converter gives their float ops: blockwise int4
+# weights are newer and checked on ai-edge-litert 2.3.0 only; 2.21, the TensorFlow release the conversion stack
+# pins, is a bound that --min-runtime can check (the oldest release that runs them is not established).
+INT4_MIN_RUNTIME = "2.21.0"
+
+
+def quantize_int4(model: bytes, name: str = "model") -> bytes:
+    """A float32 file with int4 weights, as ai-edge-quantizer writes them: each FULLY_CONNECTED's in blocks of 32
+    along the input with a float16 scale a block (ai-edge-quantizer's finest blocks: one scale per output channel
+    loses far more), each CONV_2D's int8 with a scale per output channel. Activations stay float32 and are quantized
+    on the fly (XNNPACK's qd8 x qb4w kernels). Then the token embedding is stored once (`share_int4_token_table`),
+    float tables of 64 KB or more as float16, every constant byte string and quantization parameters once."""
+    quantizer, recipe_manager, QuantGranularity, TFLOperationName = _quantizer()
+    recipe = recipe_manager.RecipeManager()
+    recipe.add_dynamic_config(regex=".*", operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=4,
+                              granularity=QuantGranularity.BLOCKWISE_32)
+    recipe.add_dynamic_config(regex=".*", operation_name=TFLOperationName.CONV_2D, num_bits=8,
+                              granularity=QuantGranularity.CHANNELWISE)
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            quantized = quantizer.Quantizer(model, recipe.get_quantization_recipe()).quantize().quantized_model
+    except Exception as e:  # the quantizer raises ValueError, RuntimeError, ... on a graph it cannot handle
+        raise ConversionError(f"int4 quantization of {name} failed: {str(e).strip().splitlines()[0]}") from e
+    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(quantized))
+    _share_equal_buffers(parsed)  # the quantizer writes a weight read by several signatures once a signature
+    share_int4_token_table(parsed)
+    store_tables_as_float16(parsed)
+    _set_min_runtime(parsed, INT4_MIN_RUNTIME)
+    model = serialize(parsed)
+    check_model(model, name)
+    return model
+
+
+def _quantizer():
+    """ai-edge-quantizer's modules that `quantize_int4` uses, imported here: only int4 needs the package."""
+    try:
+        from ai_edge_quantizer import quantizer, recipe_manager
+        from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
+    except ImportError:
+        raise UsageError("--quantize int4 needs ai-edge-quantizer: pip install 'whisper-tflite[convert]'") from None
+    return quantizer, recipe_manager, QuantGranularity, TFLOperationName
+
+
+def _share_equal_buffers(parsed) -> None:
+    """Points every tensor at the first buffer with its bytes, and drops the copies."""
+    first: dict[bytes, int] = {}
+    remap: dict[int, int] = {}
+    metadata = {entry.buffer for entry in parsed.metadata or []}
+    for index, buffer in enumerate(parsed.buffers):
+        if index and index not in metadata and buffer.data is not None and len(buffer.data):
+            remap[index] = first.setdefault(hashlib.sha256(np.asarray(buffer.data).tobytes()).digest(), index)
+    for subgraph in parsed.subgraphs:
+        for tensor in subgraph.tensors:
+            tensor.buffer = remap.get(tensor.buffer, tensor.buffer)
+    _drop_unused_buffers(parsed)
+
+
+def share_int4_token_table(parsed) -> None:
+    """Stores the token embedding once in an int4 text decoder file: every signature's look-up of the input tokens
+    (a GATHER of the float table) becomes an EMBEDDING_LOOKUP of the logits' int4 weights, which have the
+    table's shape, and LiteRT's kernel dequantizes the looked-up rows with their block scales. A signature without
+    logits reads the weights through its own tensor of the same buffer and scales."""
+    weights: dict[tuple, tuple] = {}  # shape: (tensor, its scales tensor) of blockwise int4 FULLY_CONNECTED weights
+    for subgraph in parsed.subgraphs:
+        for op in subgraph.operators:
+            if _code(parsed, op) == _FULLY_CONNECTED:
+                tensor = subgraph.tensors[op.inputs[1]]
+                details = tensor.quantization.details if tensor.quantization is not None else None
+                if tensor.type == _INT4 and details is not None and hasattr(details, "blockSize"):
+                    weights.setdefault(tuple(tensor.shape), (tensor, subgraph.tensors[details.scales]))
+    lookup = None
+    for subgraph in parsed.subgraphs:
+        for op in subgraph.operators:
+            if _code(parsed, op) != _GATHER:
+                continue
+            table, ids = subgraph.tensors[op.inputs[0]], subgraph.tensors[op.inputs[1]]
+            data = parsed.buffers[table.buffer].data if table.buffer else None
+            if (table.type != _FLOAT32 or data is None or tuple(table.shape) not in weights or ids.type != _INT32
+                    or len(ids.shape) != 1 or op.builtinOptions.axis != 0 or op.builtinOptions.batchDims != 0):
+                continue
+            source, source_scales = weights[tuple(table.shape)]
+            weight = _tensor_of(subgraph, source)
+            if weight is None:  # a signature without logits: its own tensor of the weights and of their scales
+                scales = _tensor_of(subgraph, source_scales)
+                if scales is None:
+                    scales = _copy_tensor(subgraph, source_scales, source_scales.quantization)
+                quantization = copy.deepcopy(source.quantization)
+                quantization.details.scales = scales
+                weight = _copy_tensor(subgraph, source, quantization)
+            if lookup is None:
+                lookup = _opcode(parsed, _EMBEDDING_LOOKUP)
+                parsed.operatorCodes[lookup].version = 4  # int4 and blockwise tables
+            gathered = op.inputs[0]
+            op.opcodeIndex, op.inputs = lookup, np.array([op.inputs[1], weight], np.int32)
+            op.builtinOptionsType, op.builtinOptions = 0, None
+            if not any(index == gathered for other in subgraph.operators for index in other.inputs):
+                table.buffer = 0  # read by no operator now: its float bytes go
+    _drop_unused_buffers(parsed)
+
+
+def _tensor_of(subgraph, source) -> int | None:
+    """The index of a tensor of `subgraph` reading `source`'s buffer as `source` does, or None."""
+    for index, tensor in enumerate(subgraph.tensors):
+        if (tensor.buffer == source.buffer and tensor.type == source.type and list(tensor.shape) == list(source.shape)
+                and (tensor.quantization is None) == (source.quantization is None)):
+            return index
+    return None
+
+
+def _copy_tensor(subgraph, source, quantization) -> int:
+    tensor = schema.TensorT()
+    tensor.name, tensor.type, tensor.buffer = source.name + b"/shared", source.type, source.buffer
+    tensor.shape, tensor.quantization = np.array(source.shape, np.int32), quantization
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def _code(parsed, op) -> int:
+    opcode = parsed.operatorCodes[op.opcodeIndex]
+    return max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+
+
+def _set_min_runtime(parsed, version: str) -> None:
+    for entry in parsed.metadata or []:
+        if entry.name == b"min_runtime_version":
+            parsed.buffers[entry.buffer].data = np.frombuffer(version.encode().ljust(16, b"\0"), np.uint8)
 
 
 def share_token_table(parsed) -> None:
@@ -263,15 +396,25 @@ DEFAULT_POLICY = {
 }
 
 
+# What `--quantize int4` does (docs/quantization.md): int4 text decoder, dynamic-int8 encoder. An int4 encoder
+# (`encoder=int4`) saves 3.8 MB more on tiny.en at the same WER, but ran slower on XNNPACK (AVX2).
+# The graphs with the mel inside stay float32, as in the default policy.
+INT4_POLICY = {"features": "none", "encoder": "dynamic-int8", "pcm_encoder": "none", "whisper": "none",
+               "vad": "none"}
+
+
 def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, ...]) -> dict[str, str]:
-    """Per-role quantization: None -> the default policy; a string -> that for every model but the features
-    graph and the vad model; a dict -> per role, the default policy for roles it does not name."""
+    """Per-role quantization: None -> the default policy; "int4" -> `INT4_POLICY`, int4 for the rest; another
+    string -> that for every model but the features graph and the vad model; a dict -> per role, the default
+    policy for roles it does not name."""
     if isinstance(quantize, dict) and set(quantize) - set(roles):
         raise UsageError(f"quantization given for {', '.join(sorted(set(quantize) - set(roles)))}, "
                          f"which is not among the models converted ({', '.join(roles)})")
     ours = {role: S4Y_MODELS.get(role, role) for role in roles}  # a whisper-s4y file takes its graph's policy
     if quantize is None or isinstance(quantize, dict):
         chosen = {role: DEFAULT_POLICY.get(ours[role], "none") for role in roles} | dict(quantize or {})
+    elif quantize == "int4":
+        chosen = {role: INT4_POLICY.get(ours[role], "int4") for role in roles}
     else:
         chosen = {role: "none" if ours[role] in ("features", "vad") else quantize for role in roles}
     for role, value in chosen.items():
@@ -350,7 +493,8 @@ def convert(
     transcribing `language` (fixed in the files; English for English-only models).
 
     `quantize`: None for the default per-component policy; "none", "fp16" or "dynamic-int8" for every model
-    but the features graph; or a dict such as {"encoder": "fp16", "decoder_step": "dynamic-int8"}.
+    but the features graph; "int4" for int4 text decoder roles beside a dynamic-int8 encoder (`INT4_POLICY`);
+    or a dict such as {"encoder": "fp16", "decoder_step": "dynamic-int8"}.
     `progress`: a bar on stderr, none (False), or a bar on the given text stream.
     `min_runtime`: the oldest TFLite/LiteRT version (e.g. "2.16") that must run every file; below 2.17, int8
     weights get one scale per layer (`to_tflite`'s per_channel). A model that would still need a newer runtime
@@ -382,6 +526,8 @@ def convert(
     if not roles:
         raise UsageError("no models to convert: give at least one role to --models")
     plan = quantization_plan(quantize, roles)
+    if "int4" in plan.values():
+        _quantizer()
     ceiling = version_tuple(min_runtime) if min_runtime is not None else None
     if gpu_analyzer is not None:
         gpu_verdicts(gpu_analyzer, [])  # refuses a Python without the analyzer's GPU rules before converting
