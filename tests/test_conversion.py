@@ -115,12 +115,11 @@ def _peak_live_bytes(path, signature: str = "serving_default") -> int:
 
 
 def test_attention_scores_are_alive_a_chunk_at_a_time(default_bundle):
-    """The encoder's self-attention and the prefill's cross-attention run a chunk of queries at a time, in order:
-    less is alive at once than with one layer's whole scores and their softmax (measured on tiny.en: encoder
-    113 MB unchunked, 32 MB chunked; prefill 18.5 and 10.8 MB)."""
+    """The encoder's self-attention runs a chunk of queries at a time, in order: less is alive at once than with
+    one layer's whole scores and their softmax (measured on tiny.en: 113 MB unchunked, 32 MB chunked). The
+    prefill's cross-attention runs whole (runtime/compiled.py says why)."""
     heads, frames = 6, 1500
     assert _peak_live_bytes(default_bundle / "encoder.tflite") < heads * frames * frames * 4
-    assert _peak_live_bytes(default_bundle / "text_decoder.tflite", "prefill") < 2 * heads * 224 * frames * 4 * 0.75
 
 
 @pytest.mark.parametrize("quantize", ["none", "fp16", None])

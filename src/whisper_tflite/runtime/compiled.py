@@ -150,19 +150,20 @@ def _quiet_end() -> None:
 
 
 class CompiledFile:
-    """One .tflite file compiled for the CPU."""
+    """One .tflite file compiled for the CPU, its weights packed once for all its signatures.
 
-    def __init__(self, path: Path, sha256: str, threads: int | None, signatures: int = 1):
-        """`signatures`: how many the file holds. Only a file of one signature gets a weight cache: with several
-        that share weights, XNNPACK's cache in ai-edge-litert 2.3.0 hands some signatures packed weights of
-        others (tiny.en's default text decoder: prefill's K/V rows off by up to 2.6; decoder_step's logits off
-        by up to 11 while alignment took its heads per head from a slice of q). Such a file packs each
-        signature's weights, as the interpreter does."""
+    XNNPACK's weight cache keys packed weights by (packing, weight buffer, bias buffer), not by content. In
+    ai-edge-litert 2.3.0 some graphs make signatures of one file get each other's packed weights: slices of a
+    dense layer's output (alignment heads taken per head, prefill's cross-attention in chunks of queries) did on
+    tiny.en's text decoder. The graphs avoid them, and a test holds every role of the default bundle, cache
+    written and mapped, to the interpreter's outputs."""
+
+    def __init__(self, path: Path, sha256: str, threads: int | None):
         _, _, CompiledModel, Options, CpuOptions, _ = _api()
-        cache = weight_cache_path(path, sha256) if signatures == 1 else ""
+        cache = weight_cache_path(path, sha256)
         # A new cache is written under a name of this process's and moved into place whole once written, so a
         # process never maps another's half-written file.
-        building = cache if cache in ("", ":memory") or os.path.exists(cache) else \
+        building = cache if cache == ":memory" or os.path.exists(cache) else \
             f"{cache}.{os.getpid()}-{os.urandom(4).hex()}.partial"
         options = Options(cpu_options=CpuOptions(num_threads=threads or 0, xnnpack_weight_cache_path=building))
         try:

@@ -87,8 +87,7 @@ def open_compiled(bundle: Bundle, role: str, threads: int | None,
     try:
         with native_stderr_hidden():
             if path not in opened:
-                signatures = sum(entry["file"] == path.name for entry in bundle.models.values())
-                opened[path] = compiled_api.CompiledFile(path, bundle.models[role]["sha256"], threads, signatures)
+                opened[path] = compiled_api.CompiledFile(path, bundle.models[role]["sha256"], threads)
             model = opened[path].signature(bundle.signature(role))
     except (ValueError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0]
