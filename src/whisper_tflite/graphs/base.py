@@ -67,9 +67,9 @@ def attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor | None = No
 
 def attend_in_chunks(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, rows: int) -> tf.Tensor:
     """`attend`, `rows` queries at a time. The scores [heads, queries, keys] and their softmax are the largest
-    tensors of the encoder (base: 72 MB each); a chunk's are dead before the next chunk's exist, so the arena holds one chunk's. Each chunk waits on the previous one's output: without
-    that edge the converter schedules every chunk's product, then every softmax, all alive at once. Rows are
-    independent, so the result is bit-identical, and the time the same (tiny.en's encoder: 40 MB less)."""
+    tensors of the encoder (base: 72 MB each); a chunk's are dead before the next chunk's exist, so the arena
+    holds one chunk's. Each chunk waits on the previous one's output: without that edge the converter schedules
+    every chunk's product, then every softmax, all alive at once. Rows are independent, so the result is bit-identical, and the time the same (tiny.en's encoder: 40 MB less)."""
     if q.shape[1] <= rows:
         return attend(q, k, v)
     parts = []
