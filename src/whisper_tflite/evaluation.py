@@ -97,9 +97,15 @@ def join_clips(name: str, clips: list[Clip], load, gap_seconds: float = 1.0) -> 
     """The clips one after another with `gap_seconds` of digital silence between them; `load(clip)` gives a
     clip's 16 kHz samples."""
     gap = np.zeros(round(gap_seconds * SAMPLE_RATE), np.float32)
+    return _joined(name, clips, load, lambda i: gap)
+
+
+def _joined(name: str, clips: list[Clip], load, gap_before) -> Recording:
+    """The clips one after another, `gap_before(i)` (samples) between clip i - 1 and clip i."""
     pieces, spans, position = [], [], 0
     for i, clip in enumerate(clips):
         if i:
+            gap = gap_before(i)
             pieces.append(gap)
             position += len(gap)
         samples = load(clip)
@@ -134,17 +140,8 @@ def gapped_recording(name: str, clips: list[Clip], load, gap_seconds: tuple[floa
     """The clips one after another, each gap a random length in `gap_seconds` of the next of `GAP_KINDS` in turn
     (seeded: the same recording every time)."""
     rng = np.random.default_rng(seed)
-    pieces, spans, position = [], [], 0
-    for i, clip in enumerate(clips):
-        if i:
-            gap = gap_sound(GAP_KINDS[(i - 1) % len(GAP_KINDS)], rng.uniform(*gap_seconds), rng)
-            pieces.append(gap)
-            position += len(gap)
-        samples = load(clip)
-        spans.append((position / SAMPLE_RATE, (position + len(samples)) / SAMPLE_RATE, clip.reference))
-        pieces.append(samples)
-        position += len(samples)
-    return Recording(name, np.concatenate(pieces), spans)
+    return _joined(name, clips, load,
+                   lambda i: gap_sound(GAP_KINDS[(i - 1) % len(GAP_KINDS)], rng.uniform(*gap_seconds), rng))
 
 
 @dataclass(frozen=True)
