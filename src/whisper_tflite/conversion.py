@@ -377,7 +377,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# What `convert` does without --quantize, chosen from the measured WER/size/speed table in the README.
+# What `convert` does without --quantize, chosen by the measured WER, size and speed in docs/quantization.md.
 # Models with the mel inside stay float32: dynamic-range int8 would quantize the DFT basis and break the exact mel.
 DEFAULT_POLICY = {
     "features": "none",

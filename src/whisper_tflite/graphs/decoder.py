@@ -267,7 +267,7 @@ SHORT_PROMPT_ROOM = 8
 class DecoderBatchShort(DecoderBatchStep):
     """`DecoderBatchStep` with n_text_ctx // 2 + SHORT_PROMPT_ROOM cache slots (232) instead of n_text_ctx, for
     the windows without previous text: every clip under 30 s, a recording's first window. The rows' attention
-    reads each row's whole cache at every step, and at 448 slots that was the largest part of a batch step."""
+    reads each row's whole cache at every step, and at 448 slots that is the largest part of a batch step."""
 
     role = "decoder_batch_short"
 

@@ -208,11 +208,11 @@ class TfliteStepper:
         return normalize_log_mel(log10_mel, float(log10_mel.max()))
 
     def begin(self, log_mel: np.ndarray) -> None:
-        """Encodes a log-mel window [1, n_mels, 3000] and loads its cross K/V into decoder_step.
+        """Encodes a log-mel window [1, n_mels, 3000]; compiled, the decoders read its cross K/V where the
+        encoder wrote them, else decoder_step gets a copy (the other decoders at their first use in the window).
 
-        The encoder's outputs and each decoder's copy stay resident from window to window. Given back after each
-        copy (as they were, to keep 37 MB a copy off base's peak), their pages were faulted in again at the next
-        window: 15-20 ms a copy, twice a window under beam search, more than the copies themselves."""
+        The cross K/V stay resident from window to window: given back after each window, their pages would be
+        faulted in again at the next (15-20 ms for base's 37 MB, more than the memory is worth)."""
         for model in (self.decoder, self.prefiller, self.batch_decoder):  # what one window's tokens read stays
             if model is not None:
                 model.release_file_pages()
