@@ -225,8 +225,7 @@ def share_token_table(parsed) -> None:
     tables, scale_buffers = [], set()
     for subgraph in parsed.subgraphs:
         for op in subgraph.operators:
-            opcode = parsed.operatorCodes[op.opcodeIndex]
-            code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+            code = _code(parsed, op)
             if code == _FULLY_CONNECTED:
                 source = subgraph.tensors[op.inputs[1]]
                 if source.type == _INT8 and source.quantization is not None:
@@ -241,10 +240,12 @@ def share_token_table(parsed) -> None:
     if not shared:
         return
     for table in shared:
-        table.buffer, scales = weights[tuple(table.shape)]
-        for index in scale_buffers:  # the look-up's scales: one per row
-            if len(parsed.buffers[index].data) == 4 * table.shape[0]:
-                parsed.buffers[index].data = np.broadcast_to(scales, table.shape[:1]).astype(np.float32).view(np.uint8)
+        table.buffer = weights[tuple(table.shape)][0]
+    rows = shared[0].shape[0]  # every signature's table is the one embedding
+    scales = np.broadcast_to(weights[tuple(shared[0].shape)][1], [rows]).astype(np.float32)
+    for index in scale_buffers:  # the look-up's scales: one per row
+        if len(parsed.buffers[index].data) == 4 * rows:
+            parsed.buffers[index].data = scales.view(np.uint8)
     _drop_unused_buffers(parsed)
 
 
@@ -326,8 +327,6 @@ class _QuantizationOnce(schema.QuantizationParametersT):
         if id(self) not in self._packed:
             self._packed[id(self)] = super().Pack(builder)
         return self._packed[id(self)]
-
-
 
 
 def check_model(model: bytes, role: str) -> None:
@@ -459,17 +458,19 @@ def model_files(roles: tuple[str, ...], plan: dict[str, str]) -> dict[str, list[
     return files
 
 
-def io_specs(model: bytes, signature: str = SINGLE_SIGNATURE) -> dict[str, list[dict]]:
-    """Input and output names, shapes and dtypes of a signature, read back from the file."""
+def io_specs(model: bytes, signatures: list[str]) -> dict[str, dict[str, list[dict]]]:
+    """Input and output names, shapes and dtypes of each signature, read back from the file (loaded once)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=model).get_signature_runner(signature)
+    interpreter = Interpreter(model_content=model)
 
     def describe(details: dict) -> list[dict]:
         return [{"name": name, "shape": [int(d) for d in d_["shape"]], "dtype": np.dtype(d_["dtype"]).name}
                 for name, d_ in sorted(details.items())]
 
-    return {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+    runners = {key: interpreter.get_signature_runner(key) for key in signatures}
+    return {key: {"inputs": describe(runner.get_input_details()), "outputs": describe(runner.get_output_details())}
+            for key, runner in runners.items()}
 
 
 def convert(
@@ -552,7 +553,8 @@ def convert(
                 built = {group[0]: build_s4y_module(group[0], checkpoint, prompt)} if s4y else \
                     build_modules(group, checkpoint, quantization)
                 keys = {role: role if role in TEXT_DECODER_ROLES else SINGLE_SIGNATURE for role in group}
-                model = to_tflite({keys[role]: module for role, module in built.items()}, quantization, per_channel=ceiling is None or ceiling >= (2, 17))
+                model = to_tflite({keys[role]: module for role, module in built.items()}, quantization,
+                                  per_channel=ceiling is None or ceiling >= (2, 17))
                 needs = min_runtime_version(model)
                 if ceiling is not None and version_tuple(needs) > ceiling:
                     raise UsageError(f"{' + '.join(group)} ({quantization}) needs TFLite/LiteRT {needs}, newer "
@@ -560,10 +562,11 @@ def convert(
                                      "a newer --min-runtime")
                 (staging / file).write_bytes(model)
                 digest = sha256_of(staging / file)
+                specs = io_specs(model, sorted(set(keys.values())))
                 for role in group:
                     entries[role] = {"file": file, **({} if s4y else {"signature": keys[role]}),
                                      "quantization": quantization, "min_runtime_version": needs, "sha256": digest,
-                                     "bytes": len(model), **io_specs(model, keys[role])}
+                                     "bytes": len(model), **specs[keys[role]]}
                     if role in BATCH_MODELS:
                         entries[role]["batch"] = built[role].batch
                 bar.update(len(group))
