@@ -103,25 +103,25 @@ def weight_cache_path(model: Path, sha256: str) -> str:
     cache folder. XNNPACK keys a cache by buffer index, not content: a cache of other weights would be read as
     these, so the name holds the file's sha256. ":memory" (shared within the process only) where there is no
     writable cache folder."""
-    import ai_edge_litert
-
-    flags = next((line for line in _cpu_info() if line.startswith(("flags", "Features"))), platform.machine())
-    identity = hashlib.sha256(f"{getattr(ai_edge_litert, '__version__', '')} {flags}".encode()).hexdigest()[:12]
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper-tflite" / "xnnpack"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return ":memory"
-    return str(folder / f"{model.stem}-{sha256[:16]}-{identity}.xnnpack")
+    return str(folder / f"{model.stem}-{sha256[:16]}-{_runtime_identity()}.xnnpack")
 
 
 @functools.cache
-def _cpu_info() -> list[str]:
+def _runtime_identity() -> str:
+    """The LiteRT version and the CPU's flags, hashed: packed weights suit the kernels of one runtime and CPU."""
+    import ai_edge_litert
+
     try:
         with open("/proc/cpuinfo") as info:
-            return info.readlines()
+            flags = next((line for line in info if line.startswith(("flags", "Features"))), platform.machine())
     except OSError:
-        return []
+        flags = platform.machine()
+    return hashlib.sha256(f"{getattr(ai_edge_litert, '__version__', '')} {flags}".encode()).hexdigest()[:12]
 
 
 @functools.cache
@@ -225,5 +225,7 @@ class CompiledSignature:
     def output_view(self, name: str) -> np.ndarray:
         return self._out[name]
 
-    def release_file_pages(self) -> None:
-        release_file_pages(self._file.pages)
+    @property
+    def file_pages(self) -> list[tuple[int, int]]:
+        """Where this process maps the model file (its roles share them)."""
+        return self._file.pages

@@ -39,8 +39,8 @@ class LiteRtModel:
                 self._wrapper = interpreter._interpreter
                 self._subgraph = self._wrapper.GetSubgraphIndexFromSignature(key)
                 self._wrapper.AllocateTensors(self._subgraph)
-            self._file_pages = file_mappings(path)
-            self.release_file_pages()
+            self.file_pages = file_mappings(path)
+            release_file_pages(self.file_pages)
         except (ValueError, RuntimeError) as e:
             reason = str(e).strip().splitlines()[0]
             needs = bundle.models[role].get("min_runtime_version")
@@ -75,9 +75,6 @@ class LiteRtModel:
     def output_view(self, name: str) -> np.ndarray:
         """The output's own buffer, to copy from; valid until the next call (never kept across one)."""
         return self._wrapper.tensor(self._wrapper, self.outputs[name], self._subgraph)
-
-    def release_file_pages(self) -> None:
-        release_file_pages(self._file_pages)
 
 
 def open_compiled(bundle: Bundle, role: str, threads: int | None,
@@ -213,9 +210,9 @@ class TfliteStepper:
 
         The cross K/V stay resident from window to window: given back after each window, their pages would be
         faulted in again at the next (15-20 ms for base's 37 MB, more than the memory is worth)."""
-        for model in (self.decoder, self.prefiller, self.batch_decoder):  # what one window's tokens read stays
-            if model is not None:
-                model.release_file_pages()
+        # What one window's tokens read stays; roles of one file share its pages: each range is given back once.
+        release_file_pages(sorted({pages for model in (self.decoder, self.prefiller, self.batch_decoder)
+                                   if model is not None for pages in model.file_pages}))
         self.encoder.run(log_mel=log_mel)
         if not self.compiled:
             for name in self.cross_names:
