@@ -52,7 +52,7 @@ class _TooLarge(Exception):
 
 
 def _limited(receive, limit: int):
-    """`receive` that stops a body growing past `limit` bytes (one sent in chunks has no Content-Length)."""
+    """`receive` that refuses a body growing past `limit` bytes (one sent in chunks has no Content-Length)."""
     received = 0
 
     async def receive_limited():
