@@ -6,11 +6,14 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from tokenizers import Tokenizer
+import numpy as np
 
 from .errors import BundleError
+
+if TYPE_CHECKING:  # the library is imported when text is first encoded: decoding never needs it
+    from tokenizers import Tokenizer
 
 # openai/whisper's tokenizer.py: language names, so that `English` or `castilian` work where codes do.
 LANGUAGES = {
@@ -142,9 +145,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
-# Byte-level BPE's characters -> the bytes they stand for, as a str.translate table to Latin-1 code points (one
-# character a byte), so a token's bytes are one C-level translate and encode: 50,000 tokens in milliseconds.
-_LATIN1_OF_CHARACTER = {ord(character): byte for byte, character in _bytes_to_unicode().items()}
+# Byte-level BPE's characters (code points up to U+0143) -> the bytes they stand for, as an array: the whole
+# vocabulary's bytes are one look-up of its code points.
+_BYTE_OF_CHARACTER = np.zeros(0x144, np.uint8)
+_BYTE_OF_CHARACTER[[ord(character) for character in _bytes_to_unicode().values()]] = list(_bytes_to_unicode())
 _LANGUAGE_TOKEN = re.compile(r"^<\|([a-z]{2,3})\|>$")
 TIMESTAMP_STEP = 0.02  # seconds per timestamp token
 
@@ -201,18 +205,28 @@ class SpecialTokens:
 class WhisperTokenizer:
     """Text <-> token ids with the model's own `tokenizer.json`, plus Whisper's prompt conventions.
 
-    Decoding, which every window needs, joins each ordinary token's bytes from a table (about 2 MB). The
+    Decoding, which every window needs, joins slices of one string of every ordinary token's bytes. The
     `tokenizers` library's tokenizer took 30 MB resident for base's tokenizer.json, and is built only when text
     is encoded (an initial prompt)."""
 
     def __init__(self, vocabulary: dict[str, int], multilingual: bool, load: Callable[[], Tokenizer]):
         """`vocabulary`: every token's byte-level string (added tokens included) -> id; `load` builds the encoder."""
         self.multilingual = multilingual
-        self.special = SpecialTokens.from_lookup(vocabulary.get, {i: t for t, i in vocabulary.items()}.get)
-        self._pieces = [b""] * self.special.eot
+        controls = {i: t for t, i in vocabulary.items() if t.startswith("<|")}  # the only ids looked up by id
+        self.special = SpecialTokens.from_lookup(vocabulary.get, controls.get)
+        ordinary: list[str | None] = [None] * self.special.eot
         for token, token_id in vocabulary.items():
             if token_id < self.special.eot:
-                self._pieces[token_id] = token.translate(_LATIN1_OF_CHARACTER).encode("latin-1")
+                ordinary[token_id] = token
+        if None in ordinary:
+            raise BundleError(f"the tokenizer's ordinary tokens are not numbered 0-{self.special.eot - 1}")
+        # Every ordinary token's bytes in one string, a character a byte, and where each token ends in it
+        codes = np.frombuffer("".join(ordinary).encode("utf-32-le"), np.uint32)
+        if codes.max() >= len(_BYTE_OF_CHARACTER):
+            raise BundleError("the tokenizer's vocabulary is not written in byte-level BPE's alphabet")
+        self._bytes = _BYTE_OF_CHARACTER[codes].tobytes()
+        self._ends = np.cumsum([len(token) for token in ordinary]).tolist()
+        self._starts = [0, *self._ends[:-1]]
         self._load = load
         self._encoder: Tokenizer | None = None
 
@@ -224,7 +238,7 @@ class WhisperTokenizer:
             decoder = spec["decoder"]["type"]
             if decoder != "ByteLevel":
                 raise BundleError(f"{path} is not Whisper's byte-level BPE tokenizer (its decoder is {decoder})")
-            return cls(vocabulary, multilingual, lambda: Tokenizer.from_file(str(path)))
+            return cls(vocabulary, multilingual, lambda: _library_tokenizer(path))
         except (OSError, ValueError, KeyError, TypeError) as e:  # a character outside the byte alphabet: KeyError
             raise BundleError(f"cannot read the tokenizer {path}: {type(e).__name__}: {e}") from None
 
@@ -261,6 +275,11 @@ class WhisperTokenizer:
     def decode(self, token_ids: Iterable[int]) -> str:
         """Text of the ordinary tokens only (control and timestamp tokens dropped); bytes that are not whole UTF-8
         characters become U+FFFD, as in the `tokenizers` library's byte-level decoder."""
-        pieces = self._pieces
-        eot = self.special.eot
-        return b"".join(pieces[t] for t in token_ids if t < eot).decode("utf-8", errors="replace")
+        data, starts, ends, eot = self._bytes, self._starts, self._ends, self.special.eot
+        return b"".join(data[starts[t] : ends[t]] for t in token_ids if t < eot).decode("utf-8", errors="replace")
+
+
+def _library_tokenizer(path: str | Path) -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
