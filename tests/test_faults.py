@@ -188,6 +188,21 @@ def test_broken_bundles_are_refused_at_load(damage, message, default_bundle, tmp
     assert message in done.stderr and ("convert" in done.stderr or "upgrade" in done.stderr), done.stderr
 
 
+def test_a_file_changed_after_a_verified_load_is_hashed_again(default_bundle, tmp_path, monkeypatch):
+    """A load skips hashing the files it has verified before while their status is unchanged; an edit in
+    place that keeps the size still changes it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = _bundle_copy(default_bundle, tmp_path / "bundle")
+    Bundle.load(folder)
+    assert str((folder / "tokenizer.json").resolve()) in json.loads(
+        (tmp_path / "cache" / "whisper-tflite" / "verified.json").read_text())
+    size = (folder / "tokenizer.json").stat().st_size
+    _edited_tokenizer(folder)
+    assert (folder / "tokenizer.json").stat().st_size == size
+    with pytest.raises(BundleError, match="tokenizer.json does not match its sha256"):
+        Bundle.load(folder)
+
+
 def test_convert_refuses_existing_folder(tmp_path):
     (tmp_path / "bundle").mkdir()
     done = run_cli("convert", "tiny.en", "--out", tmp_path / "bundle", "--quiet")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,54 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def user_cache_folder() -> Path:
+    """whisper-tflite's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper-tflite"
+
+
+class _VerifiedFiles:
+    """The files whose sha256 was checked, each with the status it had then (size, inode, modification and
+    change times): a file whose status is unchanged has the same bytes and is not read again. Writing a file
+    sets its change time to now, which no tool can set back. Kept in the user's cache folder; without one,
+    every file is hashed at every load."""
+
+    def __init__(self):
+        self.path = user_cache_folder() / "verified.json"
+        try:
+            self.known = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.known = {}
+        self.added: dict[str, list] = {}
+
+    @staticmethod
+    def _status(path: Path) -> list:
+        status = path.stat()
+        return [status.st_size, status.st_ino, status.st_mtime_ns, status.st_ctime_ns]
+
+    def matches(self, path: Path, sha256: str) -> bool:
+        key, record = str(path.resolve()), [sha256, *self._status(path)]
+        if record in (self.known.get(key), self.added.get(key)):
+            return True
+        if sha256_of(path) != sha256:
+            return False
+        self.added[key] = record
+        return True
+
+    def save(self) -> None:
+        """Adds the files hashed now, and drops those no longer there; written whole under a private name and
+        renamed, so a reader never sees half of it."""
+        if not self.added:
+            return
+        kept = {key: value for key, value in self.known.items() if os.path.exists(key)} | self.added
+        private = self.path.with_name(f"{self.path.name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private.write_text(json.dumps(kept), encoding="utf-8")
+            os.replace(private, self.path)
+        except OSError:
+            private.unlink(missing_ok=True)
+
+
 @dataclass
 class Bundle:
     folder: Path
@@ -80,7 +129,8 @@ class Bundle:
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True) -> "Bundle":
-        """Reads and validates a bundle; `verify` also checks every file's sha256 against the manifest."""
+        """Reads and validates a bundle; `verify` also checks every file's sha256 against the manifest (a file
+        unchanged since it was last verified is not read again: `_VerifiedFiles`)."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         validate_manifest(manifest, folder)
@@ -102,14 +152,12 @@ def read_manifest(folder: Path) -> object:
 
 def check_files(folder: Path, manifest: dict, verify: bool = True) -> None:
     """Every listed file present (and, with `verify`, matching its sha256), the tokenizer too, no unlisted model."""
-    hashed: dict[str, str] = {}  # roles that share a file: hashed once
+    verified = _VerifiedFiles() if verify else None
     for role, entry in manifest["models"].items():
         path = folder / entry["file"]
         if not path.is_file():
             raise BundleError(f"{folder}: the {role} model {entry['file']} is missing; convert the bundle again")
-        if verify and entry["file"] not in hashed:
-            hashed[entry["file"]] = sha256_of(path)
-        if verify and hashed[entry["file"]] != entry["sha256"]:
+        if verified is not None and not verified.matches(path, entry["sha256"]):
             raise BundleError(f"{path} does not match its sha256 in {MANIFEST} (corrupt or replaced); "
                               "convert the bundle again")
     listed = {entry["file"] for entry in manifest["models"].values()}
@@ -120,9 +168,11 @@ def check_files(folder: Path, manifest: dict, verify: bool = True) -> None:
     tokenizer = folder / TOKENIZER
     if not tokenizer.is_file():
         raise BundleError(f"{folder}: {TOKENIZER} is missing; convert the bundle again")
-    if verify and sha256_of(tokenizer) != manifest["tokenizer"]["sha256"]:
+    if verified is not None and not verified.matches(tokenizer, manifest["tokenizer"]["sha256"]):
         raise BundleError(f"{tokenizer} does not match its sha256 in {MANIFEST} (edited or replaced); "
                           "convert the bundle again")
+    if verified is not None:
+        verified.save()
 
 
 def load_s4y_layout(folder: str | Path) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundle import user_cache_folder
 from ..native_log import native_stderr_hidden
 from .pages import file_mappings, release_file_pages
 
@@ -103,7 +104,7 @@ def weight_cache_path(model: Path, sha256: str) -> str:
     cache folder. XNNPACK keys a cache by buffer index, not content: a cache of other weights would be read as
     these, so the name holds the file's sha256. ":memory" (shared within the process only) where there is no
     writable cache folder."""
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper-tflite" / "xnnpack"
+    folder = user_cache_folder() / "xnnpack"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
