@@ -1,8 +1,11 @@
-"""Peak resident memory of `whisper-tflite transcribe` on one hour of speech.
+"""Resident memory of a bundle's runtime.
 
-Builds an hour of 16 kHz mono speech from the English clips of ../shared/audio (repeated), transcribes it with
-a bundle in a child process, and prints the child's peak RSS and wall time.
-Run: .venv/bin/python benchmarks/memory.py [BUNDLE]   (default bundles/tiny.en)
+Default: builds an hour of 16 kHz mono speech from the English clips of ../shared/audio (repeated), transcribes it
+with a bundle in a child process, and prints the child's peak RSS and wall time.
+`--stages`: in this process, what each step adds to the resident memory (anonymous and file-backed): imports,
+loading, the JFK clip greedily and with beam 5, then every English clip joined (greedy, previous text on).
+Under `heaptrack` it shows whose allocations they are.
+Run: .venv/bin/python benchmarks/memory.py [--stages] [BUNDLE]   (default bundles/tiny.en)
 """
 
 from __future__ import annotations
@@ -38,6 +41,40 @@ def hour_of_speech(path: Path) -> None:
                     break
 
 
+def _resident() -> dict[str, int]:
+    """MB resident now, at most so far, anonymous and file-backed (/proc/self/status)."""
+    fields = {"VmRSS": "now", "VmHWM": "peak", "RssAnon": "anonymous", "RssFile": "file"}
+    values = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in fields:
+            values[fields[key]] = int(value.split()[0]) // 1024
+    return values
+
+
+def stages(bundle: str) -> None:
+    def report(stage: str) -> None:
+        print(f"{stage:<44}" + "  ".join(f"{key} {value:4d}" for key, value in _resident().items()), flush=True)
+
+    report("python and numpy")
+    from whisper_tflite.evaluation import join_clips
+    from whisper_tflite.runtime import Transcriber
+
+    report("whisper_tflite imported")
+    transcriber = Transcriber(bundle, threads=2)
+    report("bundle loaded")
+    jfk = load_audio(AUDIO / "en_jfk_whisper-cpp.wav")
+    transcriber.transcribe(jfk, beam_size=1, best_of=1)
+    report("JFK, greedy")
+    transcriber.transcribe(jfk, beam_size=5)
+    report("JFK, beam 5")
+    clips = [c for c in read_manifest(AUDIO) if c.language == "en" and c.reference]
+    recording = join_clips("English clips", clips, lambda clip: load_audio(clip.path))
+    report(f"{len(recording.audio) / SAMPLE_RATE:.0f} s of English clips in memory")
+    transcriber.transcribe(recording.audio, beam_size=1)
+    report("those, greedy (fallback on)")
+
+
 def main(bundle: str = "bundles/tiny.en") -> None:
     cli = Path(sys.executable).with_name("whisper-tflite")
     with tempfile.TemporaryDirectory() as folder:
@@ -56,4 +93,7 @@ def main(bundle: str = "bundles/tiny.en") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:2] == ["--stages"]:
+        stages(*sys.argv[2:])
+    else:
+        main(*sys.argv[1:])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -225,8 +227,8 @@ class WhisperTokenizer:
         if codes.max() >= len(_BYTE_OF_CHARACTER):
             raise BundleError("the tokenizer's vocabulary is not written in byte-level BPE's alphabet")
         self._bytes = _BYTE_OF_CHARACTER[codes].tobytes()
-        self._ends = np.cumsum([len(token) for token in ordinary]).tolist()
-        self._starts = [0, *self._ends[:-1]]
+        self._offsets = array.array("I", [0])  # token t is _bytes[_offsets[t] : _offsets[t + 1]]
+        self._offsets.extend(itertools.accumulate(len(token) for token in ordinary))
         self._load = load
         self._encoder: Tokenizer | None = None
 
@@ -275,8 +277,8 @@ class WhisperTokenizer:
     def decode(self, token_ids: Iterable[int]) -> str:
         """Text of the ordinary tokens only (control and timestamp tokens dropped); bytes that are not whole UTF-8
         characters become U+FFFD, as in the `tokenizers` library's byte-level decoder."""
-        data, starts, ends, eot = self._bytes, self._starts, self._ends, self.special.eot
-        return b"".join(data[starts[t] : ends[t]] for t in token_ids if t < eot).decode("utf-8", errors="replace")
+        data, offsets, eot = self._bytes, self._offsets, self.special.eot
+        return b"".join(data[offsets[t] : offsets[t + 1]] for t in token_ids if t < eot).decode("utf-8", "replace")
 
 
 def _library_tokenizer(path: str | Path) -> Tokenizer:
