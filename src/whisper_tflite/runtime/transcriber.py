@@ -32,7 +32,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -122,6 +122,17 @@ class TranscriptionResult:
         }
 
 
+@dataclass
+class TranscriptionStream:
+    """A transcription whose segments come as each window is decoded (`Transcriber.stream`)."""
+
+    language: str
+    language_probability: float
+    duration: float  # seconds of the audio given
+    duration_after_vad: float  # seconds decoded: the speech the VAD filter kept, else `duration`
+    segments: Iterator[Segment]
+
+
 def _segment_dict(index: int, segment: Segment) -> dict:
     """openai-whisper's segment fields, so its users' code reads ours."""
     entry = {"id": index, "seek": segment.seek, "start": segment.start, "end": segment.end, "text": segment.text,
@@ -165,16 +176,32 @@ class LongFormDecoder:
     def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
                    options: TranscriptionOptions = TranscriptionOptions(),
                    progress: Callable[[int, int], None] | None = None, seed: int = 0) -> TranscriptionResult:
-        tokenizer = self.tokenizer
+        language, language_probability, segments = self.stream(audio, language, task, options, progress, seed)
+        segments = list(segments)
+        text = "".join(s.text for s in segments).strip()
+        return TranscriptionResult(text, language, language_probability, segments, len(audio) / SAMPLE_RATE)
+
+    def stream(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
+               options: TranscriptionOptions = TranscriptionOptions(),
+               progress: Callable[[int, int], None] | None = None,
+               seed: int = 0) -> tuple[str, float, Iterator[Segment]]:
+        """The language (detected now if not given), its probability, and the segments as each window is
+        decoded."""
         self.check(options)
-        rng = np.random.default_rng(seed)
         log_mel = self.stepper.whole_log_mel(audio)
-        content_frames = log_mel.shape[1]
-        duration = len(audio) / SAMPLE_RATE
         language, language_probability = self.language(log_mel, language)
+        return language, language_probability, self._segments(audio, log_mel, language, task, options, progress,
+                                                              seed)
+
+    def _segments(self, audio: np.ndarray, log_mel: np.ndarray, language: str, task: str,
+                  options: TranscriptionOptions, progress: Callable[[int, int], None] | None,
+                  seed: int) -> Iterator[Segment]:
+        tokenizer = self.tokenizer
+        rng = np.random.default_rng(seed)
+        content_frames = log_mel.shape[1]
+        duration = round(len(audio) / SAMPLE_RATE, 3)
         start_sequence = tokenizer.prompt(language, task, timestamps=True)
         max_previous = self.stepper.n_ctx // 2 - 1
-        segments: list[Segment] = []
         all_tokens: list[int] = []
         if options.initial_prompt is not None:
             all_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
@@ -210,23 +237,15 @@ class LongFormDecoder:
                             seek = round(last_word_end * SAMPLE_RATE / HOP_LENGTH)
                         if last_word_end is not None:
                             last_speech_timestamp = last_word_end
-                    for segment in new_segments:
-                        if segment.start == segment.end or not segment.text.strip():
-                            continue
-                        segments.append(segment)
+                    kept = [s for s in new_segments if s.start != s.end and s.text.strip()]
+                    for segment in kept:
                         all_tokens.extend(segment.tokens)
                     if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
                         prompt_reset_since = len(all_tokens)
+                    for segment in kept:
+                        yield _within(segment, duration)
             if progress is not None:
                 progress(min(seek, content_frames) - previous_seek, content_frames)
-        for segment in segments:
-            segment.end = min(segment.end, round(duration, 3))
-            segment.start = min(segment.start, segment.end)
-            for word in segment.words or []:  # the heuristics may stretch a word past its segment
-                word.start = min(max(word.start, segment.start), segment.end)
-                word.end = min(max(word.end, word.start), segment.end)
-        text = "".join(s.text for s in segments).strip()
-        return TranscriptionResult(text, language, language_probability, segments, duration)
 
     def language(self, log_mel: np.ndarray, language: str | None) -> tuple[str, float]:
         """The language to decode and its probability: English for English-only models, else `language`, else
@@ -354,6 +373,17 @@ def restore_speech_timestamps(segments: list[Segment], chunks: list[dict]) -> No
             segment.end = times.get_original_time(segment.end, is_end=True)
 
 
+def _within(segment: Segment, duration: float) -> Segment:
+    """The segment ending by the end of the audio, its words within it (the heuristics may stretch a word past
+    its segment)."""
+    segment.end = min(segment.end, duration)
+    segment.start = min(segment.start, segment.end)
+    for word in segment.words or []:
+        word.start = min(max(word.start, segment.start), segment.end)
+        word.end = min(max(word.end, word.start), segment.end)
+    return segment
+
+
 def _window(log_mel: np.ndarray, seek: int, frames: int) -> np.ndarray:
     """[1, n_mels, 3000]: `frames` frames from `seek`, zero-padded in the log-mel domain (as openai/whisper and
     faster-whisper pad the last window)."""
@@ -458,7 +488,6 @@ class Transcriber:
         `vad_filter`, only the speech the bundle's vad model finds (`vad_parameters`: `VadOptions` or a dict of
         its fields) is decoded, joined as faster-whisper joins it, and every time is mapped back to `audio`.
         """
-        language = self.check_request(language, task, word_timestamps, vad_filter)
         options = TranscriptionOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
@@ -466,24 +495,50 @@ class Transcriber:
             prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
             beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
             word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters)
+        stream = self.stream(audio, language, task, sample_rate, options, progress)
+        segments = list(stream.segments)
+        text = "".join(s.text for s in segments).strip()
+        return TranscriptionResult(text, stream.language, stream.language_probability, segments, stream.duration)
+
+    def stream(self, audio: AudioSource, language: str | None = None, task: str = "transcribe",
+               sample_rate: int | None = None, options: TranscriptionOptions = TranscriptionOptions(),
+               progress: Callable[[int, int], None] | None = None) -> TranscriptionStream:
+        """`transcribe`, its options as one `TranscriptionOptions`, with the segments as each window is decoded.
+        A worker is taken until the segments are exhausted or closed."""
+        language = self.check_request(language, task, options.word_timestamps, options.vad_filter)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{source_name(audio)}: shorter than 10 ms")
+        duration = len(samples) / SAMPLE_RATE
         worker = self._free.get()
         try:
-            if not options.vad_filter:
-                return worker.transcribe(samples, language, task, options, progress)
-            with self._vad_lock:  # one VAD model for every worker: it runs in a moment
-                chunks = get_speech_timestamps(samples, self.vad, options.vad_parameters)
-            speech = np.concatenate(collect_chunks(samples, chunks)[0])
-            duration = len(samples) / SAMPLE_RATE
+            chunks = None
+            speech = samples
+            if options.vad_filter:
+                with self._vad_lock:  # one VAD model for every worker: it runs in a moment
+                    chunks = get_speech_timestamps(samples, self.vad, options.vad_parameters)
+                speech = np.concatenate(collect_chunks(samples, chunks)[0])
             if speech.size < HOP_LENGTH:  # no speech: no text
-                language, probability = worker.language(worker.stepper.whole_log_mel(samples[:N_SAMPLES]), language)
-                return TranscriptionResult("", language, probability, [], duration)
-            result = worker.transcribe(speech, language, task, options, progress)
-            restore_speech_timestamps(result.segments, chunks)
-            result.duration = duration
-            return result
+                log_mel = worker.stepper.whole_log_mel(samples[:N_SAMPLES])
+                language, probability = worker.language(log_mel, language)
+                self._free.put(worker)
+                return TranscriptionStream(language, probability, duration, 0.0, iter(()))
+            language, probability, segments = worker.stream(speech, language, task, options, progress)
+        except BaseException:
+            self._free.put(worker)
+            raise
+        return TranscriptionStream(language, probability, duration, len(speech) / SAMPLE_RATE,
+                                   self._returning(worker, segments, chunks))
+
+    def _returning(self, worker: LongFormDecoder, segments: Iterator[Segment],
+                   chunks: list[dict] | None) -> Iterator[Segment]:
+        """The segments, their times mapped back to the whole audio (VAD filter), and the worker given back at
+        the end."""
+        try:
+            for segment in segments:
+                if chunks is not None:
+                    restore_speech_timestamps([segment], chunks)
+                yield segment
         finally:
             self._free.put(worker)
 
