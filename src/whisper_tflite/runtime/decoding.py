@@ -132,14 +132,15 @@ class LogitFilter:
             logits[begin + MAX_INITIAL_TIMESTAMP_INDEX + 1 :] = -np.inf
 
 
-def detect_language(stepper: Stepper, tokenizer: WhisperTokenizer, allowed: list[str]) -> tuple[str, float]:
-    """Language with the highest probability at the first step after start-of-transcript (on the begun window)."""
+def detect_language(stepper: Stepper, tokenizer: WhisperTokenizer,
+                    allowed: list[str]) -> list[tuple[str, float]]:
+    """Every allowed language with its probability at the first step after start-of-transcript (on the begun
+    window), the likeliest first."""
     stepper.reset()
     logits = stepper.step(tokenizer.special.sot).astype(np.float64)
     ids = np.asarray([tokenizer.special.languages[code] for code in allowed])
     probs = np.exp(log_softmax(logits[ids]))
-    best = int(probs.argmax())
-    return allowed[best], float(probs[best])
+    return [(allowed[i], float(probs[i])) for i in np.argsort(-probs, kind="stable")]
 
 
 def decode_window(

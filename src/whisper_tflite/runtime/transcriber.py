@@ -27,6 +27,7 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import queue
 import threading
@@ -71,10 +72,15 @@ class TranscriptionOptions:
     word_timestamps: bool = False
     vad_filter: bool = False  # decode only the speech Silero VAD finds, as faster-whisper's vad_filter
     vad_parameters: VadOptions | dict | None = None  # VadOptions or a dict of its fields; None: its defaults
+    # Language detection (multilingual models, no language given): up to this many 30 s windows, until one's
+    # likeliest language is more probable than the threshold (None: the first window decides); else the
+    # language most windows found.
+    language_detection_threshold: float | None = 0.5
+    language_detection_segments: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "vad_parameters", VadOptions.of(self.vad_parameters))
-        for name in ("beam_size", "best_of"):
+        for name in ("beam_size", "best_of", "language_detection_segments"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be a whole number of at least 1, got {value!r}")
@@ -103,6 +109,7 @@ class Segment:
     compression_ratio: float = 0.0
     words: list[Word] | None = None  # with word_timestamps only
     seek: int = 0  # the first mel frame of the window it was decoded in
+    id: int = 0  # its place in the transcript, from 0
 
 
 @dataclass
@@ -118,7 +125,7 @@ class TranscriptionResult:
             "language": self.language,
             "language_probability": self.language_probability,
             "text": self.text,
-            "segments": [_segment_dict(index, s) for index, s in enumerate(self.segments)],
+            "segments": [_segment_dict(s) for s in self.segments],
         }
 
 
@@ -130,12 +137,13 @@ class TranscriptionStream:
     language_probability: float
     duration: float  # seconds of the audio given
     duration_after_vad: float  # seconds decoded: the speech the VAD filter kept, else `duration`
+    all_language_probs: list[tuple[str, float]] | None  # where the language was detected, the likeliest first
     segments: Iterator[Segment]
 
 
-def _segment_dict(index: int, segment: Segment) -> dict:
+def _segment_dict(segment: Segment) -> dict:
     """openai-whisper's segment fields, so its users' code reads ours."""
-    entry = {"id": index, "seek": segment.seek, "start": segment.start, "end": segment.end, "text": segment.text,
+    entry = {"id": segment.id, "seek": segment.seek, "start": segment.start, "end": segment.end, "text": segment.text,
              "tokens": segment.tokens, "temperature": segment.temperature, "avg_logprob": segment.avg_logprob,
              "compression_ratio": segment.compression_ratio, "no_speech_prob": segment.no_speech_prob}
     if segment.words is not None:
@@ -176,7 +184,7 @@ class LongFormDecoder:
     def transcribe(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
                    options: TranscriptionOptions = TranscriptionOptions(),
                    progress: Callable[[int, int], None] | None = None, seed: int = 0) -> TranscriptionResult:
-        language, language_probability, segments = self.stream(audio, language, task, options, progress, seed)
+        language, language_probability, _, segments = self.stream(audio, language, task, options, progress, seed)
         segments = list(segments)
         text = "".join(s.text for s in segments).strip()
         return TranscriptionResult(text, language, language_probability, segments, len(audio) / SAMPLE_RATE)
@@ -184,14 +192,14 @@ class LongFormDecoder:
     def stream(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
                options: TranscriptionOptions = TranscriptionOptions(),
                progress: Callable[[int, int], None] | None = None,
-               seed: int = 0) -> tuple[str, float, Iterator[Segment]]:
-        """The language (detected now if not given), its probability, and the segments as each window is
-        decoded."""
+               seed: int = 0) -> tuple[str, float, list[tuple[str, float]] | None, Iterator[Segment]]:
+        """The language (detected now if not given), its probability, every language's where it was detected,
+        and the segments as each window is decoded."""
         self.check(options)
         log_mel = self.stepper.whole_log_mel(audio)
-        language, language_probability = self.language(log_mel, language)
-        return language, language_probability, self._segments(audio, log_mel, language, task, options, progress,
-                                                              seed)
+        language, probability, probabilities = self.language(log_mel, language, options)
+        return language, probability, probabilities, self._segments(audio, log_mel, language, task, options,
+                                                                    progress, seed)
 
     def _segments(self, audio: np.ndarray, log_mel: np.ndarray, language: str, task: str,
                   options: TranscriptionOptions, progress: Callable[[int, int], None] | None,
@@ -202,6 +210,7 @@ class LongFormDecoder:
         duration = round(len(audio) / SAMPLE_RATE, 3)
         start_sequence = tokenizer.prompt(language, task, timestamps=True)
         max_previous = self.stepper.n_ctx // 2 - 1
+        ids = itertools.count()
         all_tokens: list[int] = []
         if options.initial_prompt is not None:
             all_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
@@ -243,19 +252,37 @@ class LongFormDecoder:
                     if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
                         prompt_reset_since = len(all_tokens)
                     for segment in kept:
+                        segment.id = next(ids)
                         yield _within(segment, duration)
             if progress is not None:
                 progress(min(seek, content_frames) - previous_seek, content_frames)
 
-    def language(self, log_mel: np.ndarray, language: str | None) -> tuple[str, float]:
-        """The language to decode and its probability: English for English-only models, else `language`, else
-        the one detected in the first window."""
+    def language(self, log_mel: np.ndarray, language: str | None,
+                 options: TranscriptionOptions = TranscriptionOptions(), whole_windows: bool = False
+                 ) -> tuple[str, float, list[tuple[str, float]] | None]:
+        """The language to decode, its probability and, where it was detected, every language's: English for
+        English-only models, else `language`, else as faster-whisper detects it (`TranscriptionOptions`).
+
+        The windows tried are those of faster-whisper's `transcribe`: from the start while they begin at most
+        `language_detection_segments` windows in (a second is tried after an unsure first, even for one
+        segment); `whole_windows`, those of its `detect_language`: the first `language_detection_segments`."""
         if not self.tokenizer.multilingual:
-            return "en", 1.0
+            return "en", 1.0, None
         if language is not None:
-            return language, 1.0
-        self.stepper.begin(_window(log_mel, 0, min(N_FRAMES, log_mel.shape[1])))
-        return detect_language(self.stepper, self.tokenizer, self.tokenizer.languages)
+            return language, 1.0, None
+        found: dict[str, list[float]] = {}
+        frames = log_mel.shape[1]
+        last = min(N_FRAMES * options.language_detection_segments, frames) - (1 if whole_windows else 0)
+        for seek in range(0, last + 1, N_FRAMES):
+            self.stepper.begin(_window(log_mel, seek, min(N_FRAMES, frames - seek)))
+            probabilities = detect_language(self.stepper, self.tokenizer, self.tokenizer.languages)
+            language, probability = probabilities[0]
+            threshold = options.language_detection_threshold
+            if threshold is None or probability > threshold:
+                return language, probability, probabilities
+            found.setdefault(language, []).append(probability)
+        language = max(found, key=lambda code: len(found[code]))
+        return language, max(found[language]), probabilities
 
     @staticmethod
     def _is_silence(result: DecodingResult, options: TranscriptionOptions) -> bool:
@@ -520,14 +547,15 @@ class Transcriber:
                 speech = np.concatenate(collect_chunks(samples, chunks)[0])
             if speech.size < HOP_LENGTH:  # no speech: no text
                 log_mel = worker.stepper.whole_log_mel(samples[:N_SAMPLES])
-                language, probability = worker.language(log_mel, language)
+                language, probability, probabilities = worker.language(log_mel, language, options)
                 self._free.put(worker)
-                return TranscriptionStream(language, probability, duration, 0.0, iter(()))
-            language, probability, segments = worker.stream(speech, language, task, options, progress)
+                return TranscriptionStream(language, probability, duration, 0.0, probabilities, iter(()))
+            language, probability, probabilities, segments = worker.stream(speech, language, task, options,
+                                                                           progress)
         except BaseException:
             self._free.put(worker)
             raise
-        return TranscriptionStream(language, probability, duration, len(speech) / SAMPLE_RATE,
+        return TranscriptionStream(language, probability, duration, len(speech) / SAMPLE_RATE, probabilities,
                                    self._returning(worker, segments, chunks))
 
     def _returning(self, worker: LongFormDecoder, segments: Iterator[Segment],
@@ -541,6 +569,30 @@ class Transcriber:
                 yield segment
         finally:
             self._free.put(worker)
+
+    def detect_language(self, audio: AudioSource, vad_filter: bool = False,
+                        vad_parameters: VadOptions | dict | None = None, language_detection_segments: int = 1,
+                        language_detection_threshold: float | None = 0.5) -> tuple[str, float, list[tuple[str, float]]]:
+        """The language of the audio's first windows (its speech with `vad_filter`), its probability and every
+        language's, as faster-whisper's `WhisperModel.detect_language`."""
+        options = TranscriptionOptions(vad_filter=vad_filter, vad_parameters=vad_parameters,
+                                       language_detection_segments=language_detection_segments,
+                                       language_detection_threshold=language_detection_threshold)
+        self.check_request(None, "transcribe", vad_filter=vad_filter)
+        samples = load_audio(audio)
+        if vad_filter:
+            with self._vad_lock:
+                chunks = get_speech_timestamps(samples, self.vad, options.vad_parameters)
+            samples = np.concatenate(collect_chunks(samples, chunks)[0]) if chunks else samples[:0]
+        if samples.size < HOP_LENGTH:
+            raise AudioError("no audio to detect a language in" + (" (the VAD found no speech)" if vad_filter else ""))
+        worker = self._free.get()
+        try:
+            log_mel = worker.stepper.whole_log_mel(samples[: language_detection_segments * N_SAMPLES])
+            language, probability, probabilities = worker.language(log_mel, None, options, whole_windows=True)
+        finally:
+            self._free.put(worker)
+        return language, probability, probabilities or [(language, probability)]
 
     @functools.cached_property
     def vad(self) -> VadModel:
