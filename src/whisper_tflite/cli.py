@@ -172,9 +172,15 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
             ("log-prob-threshold", TranscriptionOptions.log_prob_threshold,
              "retry hotter when the average log-probability is below this"),
             ("no-speech-threshold", TranscriptionOptions.no_speech_threshold,
-             "skip a window whose no-speech probability is above this and whose text is unsure")):
+             "skip a window whose no-speech probability is above this and whose text is unsure"),
+            ("language-detection-threshold", TranscriptionOptions.language_detection_threshold,
+             "a window whose likeliest language is more probable than this decides it")):
         decoding.add_argument(f"--{name}", type=_optional_float, default=default,
                               metavar="X|none", help=f"{meaning}; none turns the check off [{default:g}]")
+    decoding.add_argument("--language-detection-segments", type=int,
+                          default=TranscriptionOptions.language_detection_segments, metavar="N",
+                          help="windows the language may be detected in, the most frequent winning where none "
+                               f"is sure [{TranscriptionOptions.language_detection_segments}]")
     vad = command.add_argument_group("voice activity detection (faster-whisper's vad_filter and VadOptions)")
     vad.add_argument("--vad-filter", action="store_true",
                      help="decode only the speech Silero VAD finds (the bundle's vad model); times stay the "
@@ -348,7 +354,8 @@ def _options(args) -> TranscriptionOptions:
         condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
         word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
         patience=args.patience, length_penalty=args.length_penalty, vad_filter=args.vad_filter,
-        vad_parameters=vad)
+        vad_parameters=vad, language_detection_threshold=args.language_detection_threshold,
+        language_detection_segments=args.language_detection_segments)
 
 
 def _transcribe(args) -> int:

@@ -506,6 +506,8 @@ class Transcriber:
         word_timestamps: bool = False,
         vad_filter: bool = False,
         vad_parameters: VadOptions | dict | None = None,
+        language_detection_threshold: float | None = TranscriptionOptions.language_detection_threshold,
+        language_detection_segments: int = TranscriptionOptions.language_detection_segments,
         progress: Callable[[int, int], None] | None = None,
     ) -> TranscriptionResult:
         """Text, language and timed segments of any length of audio: a file path, "-" (stdin), bytes, a binary
@@ -521,7 +523,9 @@ class Transcriber:
             condition_on_previous_text=condition_on_previous_text,
             prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
             beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
-            word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters)
+            word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters,
+            language_detection_threshold=language_detection_threshold,
+            language_detection_segments=language_detection_segments)
         stream = self.stream(audio, language, task, sample_rate, options, progress)
         segments = list(stream.segments)
         text = "".join(s.text for s in segments).strip()
