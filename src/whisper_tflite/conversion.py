@@ -553,6 +553,8 @@ def convert(
         _quantizer()
     if INT8_SCORES in plan.values() and not calibration_audio:
         raise UsageError(f"encoder={INT8_SCORES} needs --calibration-audio: a few speech files that set its scales")
+    if calibration_audio and INT8_SCORES not in plan.values():
+        raise UsageError(f"--calibration-audio is for --quantize encoder={INT8_SCORES}")
     ceiling = version_tuple(min_runtime) if min_runtime is not None else None
     if gpu_analyzer is not None:
         gpu_verdicts(gpu_analyzer, [])  # refuses a Python without the analyzer's GPU rules before converting
