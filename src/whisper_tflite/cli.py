@@ -22,6 +22,7 @@ from .runtime import TranscriptionOptions
 from .runtime.vad import VadOptions
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8", "int4")
+INT8_SCORES = "dynamic-int8+int8-qk"  # conversion.INT8_SCORES: the CLI imports no TensorFlow before it converts
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="one quantization for every model (int4: int4 text decoder, dynamic-int8 encoder; "
                               "needs ai-edge-quantizer), or per role: encoder=fp16,decoder_step=none "
                               "[default: the per-component policy of docs/quantization.md]")
+    convert.add_argument("--calibration-audio", nargs="+", type=Path, metavar="FILE",
+                         help=f"speech files that set the scales of --quantize encoder={INT8_SCORES} "
+                              "(int8 attention scores, docs/performance.md)")
     convert.add_argument("--models",
                          help=f"comma-separated roles to build, or 'all': {', '.join(ROLES)} "
                               f"[{','.join(DEFAULT_MODELS)}]; with --layout s4y, its files: "
@@ -223,7 +227,7 @@ def _quantize_option(text: str) -> str | dict[str, str]:
     plan = {}
     for pair in text.split(","):
         role, _, value = pair.partition("=")
-        if value not in QUANTIZE_CHOICES:
+        if value not in QUANTIZE_CHOICES and (role.strip(), value) != ("encoder", INT8_SCORES):
             raise argparse.ArgumentTypeError(f"{pair!r}: choose one of {', '.join(QUANTIZE_CHOICES)} for {role}")
         plan[role.strip()] = value
     return plan
@@ -249,7 +253,8 @@ def _convert(args) -> int:
 
         path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models, args.layout),
                        force=args.force, progress=False if args.quiet else terminal, min_runtime=args.min_runtime,
-                       layout=args.layout, language=args.language, gpu_analyzer=args.gpu_analyzer)
+                       layout=args.layout, language=args.language, gpu_analyzer=args.gpu_analyzer,
+                       calibration_audio=args.calibration_audio)
     print(path)
     return 0
 

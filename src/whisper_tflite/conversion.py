@@ -29,18 +29,34 @@ if TYPE_CHECKING:
     from .sources import WhisperCheckpoint
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int4")
+# The encoder's dynamic-int8 with its attention scores (Q.K^T) in static int8, scaled by calibration audio
+# (int8_attention.py); docs/performance.md has its speed and WER.
+INT8_SCORES = "dynamic-int8+int8-qk"
 LAYOUTS = ("bundle", "s4y")
 FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
 _FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}  # TFLite TensorType codes of float tensors
 
 
-def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "none", per_channel: bool = True) -> bytes:
+def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "none", per_channel: bool = True,
+              calibration: list[dict[str, np.ndarray]] | None = None) -> bytes:
     """Converts a `GraphModule`, or several as the named signatures of one file (they then share the weights they
     read: each is stored once), with builtin ops only; then refuses the result if it breaks a runtime rule.
 
     `per_channel=False` quantizes each dense layer's int8 weights with one scale instead of one per output
-    channel: FULLY_CONNECTED version 9, which TFLite 2.3 runs, instead of version 12, which needs 2.17."""
+    channel: FULLY_CONNECTED version 9, which TFLite 2.3 runs, instead of version 12, which needs 2.17.
+    `calibration`: with `INT8_SCORES`, inputs (a dict a call) that set the scales of the int8 attention scores."""
+    if quantize == INT8_SCORES:
+        from .int8_attention import calibrate, quantize_scores
+
+        if not calibration:
+            raise UsageError(f"{INT8_SCORES} needs calibration audio (convert --calibration-audio FILE...)")
+        model = to_tflite(models, "dynamic-int8", per_channel)
+        parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+        quantize_scores(parsed, calibrate(model, calibration))
+        model = serialize(parsed)
+        check_model(model, " + ".join(m.role for m in (models.values() if isinstance(models, dict) else [models])))
+        return model
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
     if quantize == "int4":  # the float32 file, its dense weights then quantized by ai-edge-quantizer
@@ -417,8 +433,11 @@ def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, .
     else:
         chosen = {role: "none" if ours[role] in ("features", "vad") else quantize for role in roles}
     for role, value in chosen.items():
+        if value == INT8_SCORES and ours[role] == "encoder":
+            continue
         if value not in QUANTIZATIONS:
-            raise UsageError(f"unknown quantization {value!r} for {role}: choose one of {', '.join(QUANTIZATIONS)}")
+            raise UsageError(f"unknown quantization {value!r} for {role}: choose one of {', '.join(QUANTIZATIONS)}"
+                             + (f" ({INT8_SCORES}: the encoder only)" if value == INT8_SCORES else ""))
     return {role: chosen[role] for role in roles}
 
 
@@ -484,6 +503,7 @@ def convert(
     layout: str = "bundle",
     language: str | None = None,
     gpu_analyzer: str | None = None,
+    calibration_audio: list[str | Path] | None = None,
 ) -> Path:
     """Converts a Whisper checkpoint into a bundle folder (default `bundles/<name>`), atomically: a temporary
     folder renamed at the end.
@@ -502,6 +522,8 @@ def convert(
     stops the conversion with one line.
     `gpu_analyzer`: a Python with TensorFlow 2.16.1 (gpu_readiness.py); its analyzer's GPU delegate verdict on
     each model goes into the manifest (`gpu`).
+    `calibration_audio`: speech files whose first 30 s (with a window of noise) set the scales of an
+    `INT8_SCORES` encoder.
     """
     from tqdm import tqdm
 
@@ -529,6 +551,10 @@ def convert(
     plan = quantization_plan(quantize, roles)
     if "int4" in plan.values():
         _quantizer()
+    if INT8_SCORES in plan.values() and not calibration_audio:
+        raise UsageError(f"encoder={INT8_SCORES} needs --calibration-audio: a few speech files that set its scales")
+    if calibration_audio and INT8_SCORES not in plan.values():
+        raise UsageError(f"--calibration-audio is for --quantize encoder={INT8_SCORES}")
     ceiling = version_tuple(min_runtime) if min_runtime is not None else None
     if gpu_analyzer is not None:
         gpu_verdicts(gpu_analyzer, [])  # refuses a Python without the analyzer's GPU rules before converting
@@ -554,7 +580,9 @@ def convert(
                     build_modules(group, checkpoint, quantization)
                 keys = {role: role if role in TEXT_DECODER_ROLES else SINGLE_SIGNATURE for role in group}
                 model = to_tflite({keys[role]: module for role, module in built.items()}, quantization,
-                                  per_channel=ceiling is None or ceiling >= (2, 17))
+                                  per_channel=ceiling is None or ceiling >= (2, 17),
+                                  calibration=_calibration_mels(checkpoint, calibration_audio)
+                                  if quantization == INT8_SCORES else None)
                 needs = min_runtime_version(model)
                 if ceiling is not None and version_tuple(needs) > ceiling:
                     raise UsageError(f"{' + '.join(group)} ({quantization}) needs TFLite/LiteRT {needs}, newer "
@@ -600,6 +628,16 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _calibration_mels(checkpoint, paths) -> list[dict[str, np.ndarray]]:
+    """The log-mel of each file's first 30 s, and of 30 s of white noise (-20 dBFS RMS, seeded): what sets the
+    scales of the int8 scores, speech and what lies between it."""
+    from .audio import load_audio
+    from .reference import reference_features
+
+    noise = np.random.default_rng(0).normal(0.0, 0.1, CHUNK_SECONDS * SAMPLE_RATE).astype(np.float32)
+    return [{"log_mel": reference_features(checkpoint, audio)} for audio in [*(load_audio(p) for p in paths), noise]]
 
 
 def compact_tokenizer_json(text: str) -> str:
