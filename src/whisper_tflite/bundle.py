@@ -38,6 +38,9 @@ DEFAULT_MODELS = (*GREEDY_MODELS, *BATCH_MODELS, "alignment", "vad")
 # so its weights are stored, mapped and packed once.
 TEXT_DECODER_ROLES = ("decoder_step", "prefill", *BATCH_MODELS, "alignment")
 TEXT_DECODER_FILE = "text_decoder.tflite"
+# The encoder's dynamic-int8 with its attention scores (Q.K^T) in static int8, scaled by calibration audio
+# (int8_attention.py; its speed and WER: docs/performance.md), a quantization a manifest may name
+INT8_SCORES = "dynamic-int8+int8-qk"
 SINGLE_SIGNATURE = "serving_default"  # the key of a file that holds one model
 ROLES = ("features", "encoder", "decoder_step", "prefill", *BATCH_MODELS, "alignment", "decoder", "pcm_encoder",
          "encoder_decoder", "whisper", "generator", "vad")

@@ -15,14 +15,13 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from .bundle import DEFAULT_MODELS, ROLES, S4Y_MODELS
+from .bundle import DEFAULT_MODELS, INT8_SCORES, ROLES, S4Y_MODELS
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
 from .runtime.vad import VadOptions
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8", "int4")
-INT8_SCORES = "dynamic-int8+int8-qk"  # conversion.INT8_SCORES: the CLI imports no TensorFlow before it converts
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 

@@ -19,7 +19,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
-from .bundle import (BATCH_MODELS, DEFAULT_MODELS, ROLES, S4Y_MODELS, SINGLE_SIGNATURE, TEXT_DECODER_FILE,
+from .bundle import (BATCH_MODELS, DEFAULT_MODELS, INT8_SCORES, ROLES, S4Y_MODELS, SINGLE_SIGNATURE, TEXT_DECODER_FILE,
                      TEXT_DECODER_ROLES)
 from .errors import ConversionError, UsageError
 from .gpu_readiness import gpu_entries, gpu_verdicts
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from .sources import WhisperCheckpoint
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int4")
-# The encoder's dynamic-int8 with its attention scores (Q.K^T) in static int8, scaled by calibration audio
-# (int8_attention.py); docs/performance.md has its speed and WER.
-INT8_SCORES = "dynamic-int8+int8-qk"
 LAYOUTS = ("bundle", "s4y")
 FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
