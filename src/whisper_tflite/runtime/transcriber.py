@@ -37,11 +37,12 @@ from typing import Callable
 import numpy as np
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioSource, load_audio, source_name
-from ..bundle import TOKENIZER, Bundle
+from ..bundle import CHUNKS_MODEL, TOKENIZER, Bundle
 from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode_window, detect_language,
                        max_finished_hypotheses, sample_best_of)
+from .batched import BatchedDecoder, batched_vad_options
 from .timing import Word, add_word_timestamps
 from .vad import SpeechTimestampsMap, VadModel, VadOptions, collect_chunks, get_speech_timestamps
 
@@ -71,9 +72,16 @@ class TranscriptionOptions:
     word_timestamps: bool = False
     vad_filter: bool = False  # decode only the speech Silero VAD finds, as faster-whisper's vad_filter
     vad_parameters: VadOptions | dict | None = None  # VadOptions or a dict of its fields; None: its defaults
+    # Decode the speech in chunks of up to 30 s, this many at a time, as faster-whisper's BatchedInferencePipeline
+    # (runtime/batched.py); vad_parameters then default as its (`batched_vad_options`).
+    batch_size: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "vad_parameters", VadOptions.of(self.vad_parameters))
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise UsageError(f"batch_size must be a whole number of at least 1, got {self.batch_size!r}")
+        object.__setattr__(self, "vad_parameters", VadOptions.of(self.vad_parameters) if self.batch_size is None
+                           else batched_vad_options(self.vad_parameters))
         for name in ("beam_size", "best_of"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -400,6 +408,7 @@ class Transcriber:
         for worker in workers:
             self._free.put(worker)
         self._vad_lock = threading.Lock()
+        self._batched: dict[LongFormDecoder, BatchedDecoder] = {}  # each worker's, made at its first batched call
         # The first worker's, for tools and tests that drive its models directly while no `transcribe` runs
         self.decoder = workers[0]
         self.stepper = self.decoder.stepper
@@ -409,10 +418,10 @@ class Transcriber:
         return self.tokenizer.languages
 
     def check_request(self, language: str | None, task: str, word_timestamps: bool = False,
-                      vad_filter: bool = False) -> str | None:
+                      vad_filter: bool = False, batch_size: int | None = None) -> str | None:
         """The language code to decode with (None: detect). Refuses a language the model does not know,
-        translation with an English-only model, or word timestamps (the VAD filter) from a bundle without the
-        alignment (vad) model."""
+        translation with an English-only model, or word timestamps (the VAD filter, batched transcription) from a
+        bundle without the alignment (vad, decoder_chunks) model."""
         code = None if language in (None, "auto") else self.tokenizer.language_code(language)
         if word_timestamps and "alignment" not in self.bundle.models:
             raise BundleError(f"{self.bundle.folder} has no alignment model, which word timestamps need; "
@@ -420,6 +429,10 @@ class Transcriber:
         if vad_filter and "vad" not in self.bundle.models:
             raise BundleError(f"{self.bundle.folder} has no vad model, which the VAD filter needs; "
                               "convert the bundle again")
+        for role in ("vad", CHUNKS_MODEL) if batch_size is not None else ():
+            if role not in self.bundle.models:
+                raise BundleError(f"{self.bundle.folder} has no {role} model, which batched transcription needs; "
+                                  "convert the bundle again")
         if task not in ("transcribe", "translate"):
             raise UsageError(f"unknown task {task!r}: choose transcribe or translate")
         if code is not None and code not in self.languages:
@@ -449,6 +462,7 @@ class Transcriber:
         word_timestamps: bool = False,
         vad_filter: bool = False,
         vad_parameters: VadOptions | dict | None = None,
+        batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> TranscriptionResult:
         """Text, language and timed segments of any length of audio: a file path, "-" (stdin), bytes, a binary
@@ -456,21 +470,32 @@ class Transcriber:
 
         The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`. With
         `vad_filter`, only the speech the bundle's vad model finds (`vad_parameters`: `VadOptions` or a dict of
-        its fields) is decoded, joined as faster-whisper joins it, and every time is mapped back to `audio`.
+        its fields) is decoded, joined as faster-whisper joins it, and every time is mapped back to `audio`. With
+        `batch_size`, faster-whisper's batched transcription (runtime/batched.py): that speech in chunks of up to
+        30 s, decoded `batch_size` at a time, without previous text or timestamps, a segment a chunk; the options
+        that concern previous text and temperature fallback then do nothing, as in faster-whisper's.
         """
-        language = self.check_request(language, task, word_timestamps, vad_filter)
+        language = self.check_request(language, task, word_timestamps, vad_filter, batch_size)
         options = TranscriptionOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
             prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
             beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
-            word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters)
+            word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters,
+            batch_size=batch_size)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{source_name(audio)}: shorter than 10 ms")
         worker = self._free.get()
         try:
+            if options.batch_size is not None:
+                with self._vad_lock:
+                    speech = get_speech_timestamps(samples, self.vad, options.vad_parameters)
+                if worker not in self._batched:
+                    self._batched[worker] = BatchedDecoder(worker.stepper, self.tokenizer, worker.filter.suppress,
+                                                           worker.filter.begin_suppress)
+                return self._batched[worker].transcribe(samples, speech, language, task, options, progress)
             if not options.vad_filter:
                 return worker.transcribe(samples, language, task, options, progress)
             with self._vad_lock:  # one VAD model for every worker: it runs in a moment
