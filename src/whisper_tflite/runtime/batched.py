@@ -10,8 +10,7 @@ searched (greedy with beam_size 1) at temperature 0, without fallback, and gives
 end, mapped back to the original audio; words are aligned chunk by chunk.
 
 Where it deliberately differs: chunks whose text is empty give no segment (faster-whisper yields an empty one);
-the initial prompt leaves a chunk the cache slots the prompt does not take (faster-whisper's limit is half the
-context either way, which only a repetition loop reaches); times are mapped back to the millisecond.
+times are mapped back to the millisecond, and words are clamped into their segment (as in the sequential path).
 """
 
 from __future__ import annotations
@@ -33,9 +32,10 @@ from .timing import add_word_timestamps
 from .vad import VadOptions, collect_chunks
 
 CHUNK_LENGTH = 30  # seconds: faster-whisper's chunk_length
-# Chunks left searching that finish one at a time on the stepper rather than as rows: a call of tiny.en's rows (8
-# chunks) cost as much as four of decoder_batch_short (one chunk)
-FEW_CHUNKS = 2
+# Chunks that search one at a time on the stepper rather than as rows: a call of tiny.en's rows (8 chunks of 5
+# beams) costs as much as five of decoder_batch_short (one chunk's beams), so four chunks or fewer cost less one
+# after another, whatever each has left to decode.
+FEW_CHUNKS = 4
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
 
 
@@ -173,22 +173,23 @@ class BatchedDecoder:
             return "en", 1.0
         if language is not None:
             return language, 1.0
-        log_mel = np.concatenate([chunk.log_mel for chunk in chunks], axis=1)
+        count = 1 + int(np.searchsorted(np.cumsum([chunk.log_mel.shape[1] for chunk in chunks]), N_FRAMES))
+        log_mel = np.concatenate([chunk.log_mel for chunk in chunks[:count]], axis=1)  # 30 s or all there is
         self.stepper.begin(Chunk(0.0, 0.0, log_mel).window)
         return detect_language(self.stepper, self.tokenizer, self.tokenizer.languages)
 
     def decode(self, chunks: list[Chunk], prompt: list[int], beam_size: int, patience: float,
                length_penalty: float) -> list[DecodingResult]:
-        """Each chunk's best hypothesis after `prompt`, up to `rows.chunks` chunks at once. The chunks still
-        searching when the rows' cache slots are full, or once only a few are left, finish one at a time on the
-        stepper's models, whose call costs a fraction of the rows' (`FEW_CHUNKS`); so does every chunk after an
-        initial prompt too long for the rows."""
+        """Each chunk's best hypothesis after `prompt`, up to `rows.chunks` chunks at once. The chunks searching
+        as rows finish one at a time on the stepper's models, whose call costs a fraction of the rows', once only a
+        few are left (`FEW_CHUNKS`) or the rows' cache slots are full; a batch of a few chunks, or one after an
+        initial prompt too long for the rows, searches that way from the start."""
         rows, eot = self.rows, self.tokenizer.special.eot
         max_length = max_new_tokens(prompt, self.stepper.n_ctx)
         searches = [BeamSearch(beam_size, patience, max_length, eot) for _ in chunks]
         for index, chunk in enumerate(chunks):
             rows.encode(index, chunk.window)
-        if len(prompt) >= rows.slots:
+        if len(prompt) >= rows.slots or len(chunks) <= FEW_CHUNKS:
             no_speech_probs = [self._search_alone(index, search, prompt) for index, search in enumerate(searches)]
         else:
             no_speech_probs = self._search_as_rows(searches, prompt)
