@@ -6,7 +6,11 @@ thread count. Runs are interleaved
 (clip by clip, A B C A B C ...) so that machine noise hits all alike. Writes docs/benchmarks.md and
 docs/benchmarks.png.
 
-Run: .venv/bin/python benchmarks/run.py [--models tiny.en,base] [--rounds 5] [--threads 2]
+The gapped recording (the English clips, 8-25 s of silence, noise, hum or a chord between them) runs the default
+bundle and faster-whisper int8 with beam 5, each with its VAD filter and batched (faster-whisper's
+BatchedInferencePipeline, batch 8); `--gapped` runs that section alone and prints its table.
+
+Run: .venv/bin/python benchmarks/run.py [--models tiny.en,base] [--rounds 5] [--threads 2] [--gapped]
 (needs the `dev` extra: pip install -e ".[dev]")
 """
 
@@ -63,11 +67,11 @@ def _tflite_worker(path: str, threads: int, beam_size: int):
     stepper.prefill = timed("prefill", stepper.prefill)
     stepper.step = timed("decoder", stepper.step)
 
-    def run(audio, language):
+    def run(audio, language, options):
         for key in stages:
             stages[key] = 0
         text = transcriber.transcribe(audio, language=language if transcriber.multilingual else None,
-                                      beam_size=beam_size, best_of=beam_size).text
+                                      beam_size=beam_size, best_of=beam_size, **options).text
         return text, dict(stages)
 
     return run
@@ -78,9 +82,15 @@ def _faster_whisper_worker(path: str, threads: int, beam_size: int, compute_type
 
     model = WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads, num_workers=1)
 
-    def run(audio, language):
-        segments, _ = model.transcribe(audio, language=language, beam_size=beam_size, best_of=beam_size,
-                                       vad_filter=False)
+    def run(audio, language, options):
+        if "batch_size" in options:  # BatchedInferencePipeline, its VAD filter on (its default)
+            from faster_whisper import BatchedInferencePipeline
+
+            segments, _ = BatchedInferencePipeline(model).transcribe(audio, language=language, beam_size=beam_size,
+                                                                     best_of=beam_size, **options)
+        else:
+            segments, _ = model.transcribe(audio, language=language, beam_size=beam_size, best_of=beam_size,
+                                           vad_filter=options.get("vad_filter", False))
         return "".join(s.text for s in segments), {}
 
     return run
@@ -94,7 +104,7 @@ def _whisper_cpp_worker(path: str, threads: int, beam_size: int):
     model = Model(path, n_threads=threads, print_progress=False, print_realtime=False,
                   redirect_whispercpp_logs_to=os.devnull, **search)
 
-    def run(audio, language):
+    def run(audio, language, options):
         return " ".join(s.text for s in model.transcribe(audio, language=language)), {}
 
     return run
@@ -110,7 +120,7 @@ def _reference_worker(source: str, threads: int):
 
     checkpoint = load_whisper(source)
 
-    def run(audio, language):
+    def run(audio, language, options):
         language = language if checkpoint.multilingual else None
         return reference_transcribe(checkpoint, audio, language=language).text, {}
 
@@ -118,7 +128,8 @@ def _reference_worker(source: str, threads: int):
 
 
 def worker_main(kind: str, path: str, threads: int, beam_size: int) -> None:
-    """Loads one system, then answers JSON requests on stdin: {"clip", "language"} -> text and timings."""
+    """Loads one system, then answers JSON requests on stdin: {"clip", "language", "options"} -> text and
+    timings; `options`: {"vad_filter": true} or {"batch_size": N} (whisper-tflite and faster-whisper)."""
     from whisper_tflite.audio import load_audio
 
     start = time.perf_counter()
@@ -140,7 +151,7 @@ def worker_main(kind: str, path: str, threads: int, beam_size: int) -> None:
             break
         audio = audio_cache.setdefault(request["clip"], load_audio(request["clip"]))
         start = time.perf_counter()
-        text, stages = run(audio, request["language"])
+        text, stages = run(audio, request["language"], request.get("options", {}))
         print(json.dumps({"wall_s": time.perf_counter() - start, "text": text, "stages": stages}), file=out,
               flush=True)
     print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), file=out, flush=True)
@@ -163,8 +174,8 @@ class Worker:
             raise RuntimeError(f"{self.name}: the worker died (see {self.log})")
         return json.loads(line)
 
-    def ask(self, clip, language) -> dict:
-        self.process.stdin.write(json.dumps({"clip": str(clip), "language": language}) + "\n")
+    def ask(self, clip, language, **options) -> dict:
+        self.process.stdin.write(json.dumps({"clip": str(clip), "language": language, "options": options}) + "\n")
         self.process.stdin.flush()
         return self._read()
 
@@ -263,6 +274,60 @@ def long_recording():
     return path, recording
 
 
+def gapped_recording_file():
+    """Every English clip with a transcript, 8-25 s of digital silence, low noise, mains hum or a chord between
+    them (the tests' gapped recording, about 9 minutes), as a WAV file in the cache."""
+    import soundfile
+
+    from whisper_tflite.audio import SAMPLE_RATE, load_audio
+    from whisper_tflite.evaluation import gapped_recording, read_manifest
+
+    clips = [c for c in read_manifest(AUDIO) if c.language == "en" and c.reference]
+    recording = gapped_recording("English clips with gaps", clips, lambda clip: load_audio(clip.path))
+    path = CACHE / "gapped-english.wav"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path.with_suffix(".partial.wav"), recording.audio, SAMPLE_RATE, subtype="FLOAT")
+        path.with_suffix(".partial.wav").rename(path)
+    return path, recording
+
+
+# The gapped recording's rows: each system's VAD filter, and its batched transcription (faster-whisper's
+# BatchedInferencePipeline), with their defaults (beam 5, batch 8)
+GAPPED_MODES = {"VAD filter": {"vad_filter": True}, "batched, batch 8": {"batch_size": 8}}
+
+
+def measure_gapped(workers: list[Worker], rounds: int) -> dict:
+    """Wall time and WER of the default bundle and faster-whisper int8 (beam 5 workers) on the gapped recording,
+    with the VAD filter and batched; runs interleaved by round, mode and system."""
+    from whisper_tflite.evaluation import error_rate
+
+    path, recording = gapped_recording_file()
+    runs = {(w.name, mode): [] for w in workers for mode in GAPPED_MODES}
+    for r in range(rounds):
+        for mode, options in GAPPED_MODES.items():
+            for worker in workers:
+                runs[worker.name, mode].append(worker.ask(path, "en", **options))
+        print(f"gapped recording: round {r + 1}/{rounds} done", file=sys.stderr)
+    return {"audio_s": recording.duration, "results": [
+        {"system": name, "mode": mode, "wall_median_s": statistics.median(x["wall_s"] for x in rows),
+         "wall_min_s": min(x["wall_s"] for x in rows), "wall_max_s": max(x["wall_s"] for x in rows),
+         "wer": error_rate([recording.reference], [rows[0]["text"]], "en")} for (name, mode), rows in runs.items()]}
+
+
+def gapped_report(model: str, gapped: dict) -> list[str]:
+    lines = [f"### {model}: the gapped recording ({gapped['audio_s']:.0f} s: the English clips, 8-25 s of silence, "
+             "noise, hum or a chord between them), beam 5, with the VAD filter and batched (faster-whisper's "
+             "BatchedInferencePipeline)", "", "| system | mode | wall s | RTF | WER |", "|---|---|---:|---:|---:|"]
+    for r in gapped["results"]:
+        lines.append(f"| {r['system']} | {r['mode']} | {r['wall_median_s']:.2f} [{r['wall_min_s']:.2f} - "
+                     f"{r['wall_max_s']:.2f}] | {r['wall_median_s'] / gapped['audio_s']:.3f} | {r['wer']:.2%} |")
+    walls = {(r["system"].startswith("whisper-tflite"), r["mode"]): r["wall_median_s"] for r in gapped["results"]}
+    lines += ["", "Default bundle vs faster-whisper int8: " + ", ".join(
+        f"{mode} x{walls[True, mode] / walls[False, mode]:.2f}" for mode in GAPPED_MODES) + ".", ""]
+    return lines
+
+
 COLD_START = {
     "tflite": "from whisper_tflite import Transcriber\n"
               "print(Transcriber(sys.argv[1], threads={threads}).transcribe(sys.argv[2], beam_size=5).text)",
@@ -328,6 +393,8 @@ def measure(model: str, rounds: int, threads: int) -> dict:
         for worker in long_workers:
             long_runs[worker.name].append(worker.ask(long_path, "en"))
         print(f"{model}: round {r + 1}/{rounds} done", file=sys.stderr)
+    gapped = measure_gapped([w for w in workers if w.beam_size == 5 and w.kind in ("tflite", "faster-whisper-int8")],
+                            rounds)
     long_form = [{"system": name, "wall_median_s": statistics.median(x["wall_s"] for x in rows),
                   "wall_min_s": min(x["wall_s"] for x in rows), "wall_max_s": max(x["wall_s"] for x in rows),
                   "wer": error_rate([recording.reference], [rows[0]["text"]], "en")}
@@ -359,7 +426,7 @@ def measure(model: str, rounds: int, threads: int) -> dict:
             "scores": scores, "stages": stages, "peak_rss_mb": worker.close(),
         })
     return {"model": model, "clips": len(clips), "audio_s": audio_s, "rounds": rounds, "results": results,
-            "long_form": {"audio_s": recording.duration, "results": long_form},
+            "long_form": {"audio_s": recording.duration, "results": long_form}, "gapped": gapped,
             "cold_start": cold_starts(systems, rounds, threads)}
 
 
@@ -483,6 +550,8 @@ def report(measurements: list[dict], threads: int, info: dict) -> str:
             default = next(r for r in long_form["results"] if r["system"].endswith("(default)"))
             lines += ["", f"Default bundle vs faster-whisper int8 on the long recording: wall time "
                       f"x{default['wall_median_s'] / fw['wall_median_s']:.2f}.", ""]
+        if m.get("gapped"):
+            lines += gapped_report(m["model"], m["gapped"])
         starts = m.get("cold_start")
         if starts:
             lines += ["### Cold start: a new process imports, loads the model and transcribes the 11 s JFK clip "
@@ -524,6 +593,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="redraw the report from docs/benchmarks.json")
     parser.add_argument("--footprint", action="store_true",
                         help="only size, peak RSS and cold start of the default bundle and faster-whisper int8")
+    parser.add_argument("--gapped", action="store_true",
+                        help="only the gapped recording: the default bundle and faster-whisper int8, beam 5, with "
+                             "the VAD filter and batched; prints its table")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--beam-size", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -531,6 +603,19 @@ def main() -> None:
         worker_main(*args.worker, args.threads, args.beam_size)
         return
     started = time.perf_counter()
+    if args.gapped:
+        info = machine()
+        print(f"{info['cpu']} ({', '.join(info['simd'])}), {info['cores']} cores, {args.threads} threads: "
+              f"`python benchmarks/run.py --gapped --models {args.models} --rounds {args.rounds}`")
+        for model in args.models.split(","):
+            workers = [Worker("whisper-tflite default", "tflite", cached_bundle(model, "dynamic-int8"), args.threads,
+                              float("nan"), 5),
+                       Worker("faster-whisper int8", "faster-whisper-int8", ct2_folder(model), args.threads,
+                              float("nan"), 5)]
+            print("\n".join(gapped_report(model, measure_gapped(workers, args.rounds))))
+            for worker in workers:
+                worker.close()
+        return
     if args.footprint:
         info = machine()
         print(f"{info['cpu']} ({', '.join(info['simd'])}), {info['cores']} cores")

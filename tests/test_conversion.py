@@ -56,6 +56,12 @@ TINY_EN_IO = {
                              **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                             {"logits": [5, 1, 51864],
                              **{f"new_{kv}_{i}": [5, 6, 1, 64] for i in _LAYERS for kv in "kv"}}),
+    # 8 windows of 5 beams over 128 cache slots; each window's cross K/V, the values transposed
+    "decoder_chunks": ({"tokens": [40, 1], "offset": [1],
+                        **{f"self_{kv}_{i}": [40, 6, 128, 64] for i in _LAYERS for kv in "kv"},
+                        **{f"cross_k_{i}": [8, *_CROSS] for i in _LAYERS},
+                        **{f"cross_v_{i}": [8, 6, 64, 1500] for i in _LAYERS}},
+                       {"logits": [40, 1, 51864], **{f"new_{kv}_{i}": [40, 6, 1, 64] for i in _LAYERS for kv in "kv"}}),
     # tiny.en's 8 alignment heads, over the full context
     "alignment": ({"tokens": [1, 448], "offset": [1], **{f"cross_{kv}_{i}": _CROSS for i in _LAYERS for kv in "kv"}},
                   {"weights": [8, 448, 1500]}),
@@ -67,13 +73,15 @@ INT32_INPUTS = {"tokens", "offset"}
 EXPECTED_PLAN = {
     "none": dict.fromkeys(TINY_EN_IO, "none"),
     "fp16": {"features": "none", "encoder": "fp16", "decoder_step": "fp16", "prefill": "fp16",
-             "decoder_batch": "fp16", "decoder_batch_short": "fp16", "alignment": "fp16", "vad": "none"},
+             "decoder_batch": "fp16", "decoder_batch_short": "fp16", "decoder_chunks": "fp16", "alignment": "fp16",
+             "vad": "none"},
     "dynamic-int8": {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
                      "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8",
-                     "decoder_batch_short": "dynamic-int8", "alignment": "dynamic-int8", "vad": "none"},
+                     "decoder_batch_short": "dynamic-int8", "decoder_chunks": "dynamic-int8",
+                     "alignment": "dynamic-int8", "vad": "none"},
     None: {"features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8",
            "prefill": "dynamic-int8", "decoder_batch": "dynamic-int8", "decoder_batch_short": "dynamic-int8",
-           "alignment": "dynamic-int8", "vad": "none"},
+           "decoder_chunks": "dynamic-int8", "alignment": "dynamic-int8", "vad": "none"},
 }
 _TENSOR_TYPES = {0: "float32", 1: "float16", 9: "int8"}
 
@@ -188,16 +196,16 @@ def test_default_policy_per_role():
 
     assert quantization_plan(None, ROLES) == {
         "features": "none", "encoder": "dynamic-int8", "decoder_step": "dynamic-int8", "prefill": "dynamic-int8",
-        "decoder_batch": "dynamic-int8", "decoder_batch_short": "dynamic-int8", "alignment": "dynamic-int8",
-        "decoder": "dynamic-int8", "pcm_encoder": "none", "encoder_decoder": "dynamic-int8", "whisper": "none",
-        "generator": "dynamic-int8", "vad": "none"}
+        "decoder_batch": "dynamic-int8", "decoder_batch_short": "dynamic-int8", "decoder_chunks": "dynamic-int8",
+        "alignment": "dynamic-int8", "decoder": "dynamic-int8", "pcm_encoder": "none",
+        "encoder_decoder": "dynamic-int8", "whisper": "none", "generator": "dynamic-int8", "vad": "none"}
     assert quantization_plan("fp16", ("features", "encoder", "vad")) == {"features": "none", "encoder": "fp16",
                                                                          "vad": "none"}
     # int4: the text decoder's roles (one file), the encoder int8, the graphs with the mel and the vad float32
     assert quantization_plan("int4", ROLES) == {
         "features": "none", "encoder": "dynamic-int8", "decoder_step": "int4", "prefill": "int4",
-        "decoder_batch": "int4", "decoder_batch_short": "int4", "alignment": "int4", "decoder": "int4",
-        "pcm_encoder": "none", "encoder_decoder": "int4", "whisper": "none", "generator": "int4", "vad": "none"}
+        "decoder_batch": "int4", "decoder_batch_short": "int4", "decoder_chunks": "int4", "alignment": "int4",
+        "decoder": "int4", "pcm_encoder": "none", "encoder_decoder": "int4", "whisper": "none", "generator": "int4", "vad": "none"}
 
 
 def test_int8_scores_run_in_xnnpack_and_keep_the_attention():

@@ -239,9 +239,9 @@ def test_interrupted_convert_leaves_no_bundle(sig, tmp_path):
 
 
 def test_convert_twice_is_byte_identical(default_bundle, tmp_path):
-    """The default bundle's quantized encoder and text decoder (its five roles' file), converted again by the CLI,
+    """The default bundle's quantized encoder and text decoder (its six roles' file), converted again by the CLI,
     are the same bytes (the features and vad models, float32 and small, are left out to spare the suite time)."""
-    roles = "encoder,decoder_step,prefill,decoder_batch,decoder_batch_short,alignment"
+    roles = "encoder,decoder_step,prefill,decoder_batch,decoder_batch_short,decoder_chunks,alignment"
     done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--models", roles, "--quiet", timeout=900)
     assert done.returncode == 0, done.stderr
     for name in ("encoder.tflite", "text_decoder.tflite", "tokenizer.json"):

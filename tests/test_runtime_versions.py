@@ -44,8 +44,8 @@ def test_manifest_records_what_each_file_needs(default_bundle):
     assert needs == {role: recorded_runtime(default_bundle / entry["file"])
                      for role, entry in manifest["models"].items()}
     assert needs == {"features": "1.14.0", "encoder": "2.17.0", "decoder_step": "2.17.0", "prefill": "2.17.0",
-                     "decoder_batch": "2.17.0", "decoder_batch_short": "2.17.0", "alignment": "2.17.0",
-                     "vad": "2.0.0"}
+                     "decoder_batch": "2.17.0", "decoder_batch_short": "2.17.0", "decoder_chunks": "2.17.0",
+                     "alignment": "2.17.0", "vad": "2.0.0"}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_inspect_shows_what_a_folder_holds(default_bundle, s4y_tiny_en, tmp_path
     assert done.returncode == 0, done.stderr
     rows = inspect_rows(done.stdout)
     for role in ("features", "encoder", "decoder_step", "prefill", "decoder_batch", "decoder_batch_short",
-                 "alignment"):
+                 "decoder_chunks", "alignment"):
         path = default_bundle / ("text_decoder.tflite" if role not in ("features", "encoder") else f"{role}.tflite")
         assert rows[role] == [role, path.name, f"{path.stat().st_size / 1e6:.1f}",
                               "none" if role == "features" else "dynamic-int8", recorded_runtime(path), "-"], rows
@@ -196,17 +196,19 @@ def gpu_column(folder: Path, analyzer: str) -> tuple[dict[str, str], str]:
 def test_gpu_analyzer_verdicts(default_bundle, tiny_combined, gpu_analyzer):
     """TensorFlow 2.16.1's analyzer finds the default bundle's encoder GPU-compatible, and `inspect` says what
     keeps the others' ops on the CPU: the text decoder's look-up of the int8 token rows (one row a token; the
-    verdict is the file's, shared by its five roles); the pinned TensorFlow's analyzer, which has no GPU rules,
+    verdict is the file's, shared by its six roles); the pinned TensorFlow's analyzer, which has no GPU rules,
     is refused."""
     verdicts, report = gpu_column(default_bundle, gpu_analyzer)
     assert verdicts == {"features": "no", "encoder": "yes", "decoder_step": "no", "prefill": "no",
-                        "decoder_batch": "no", "decoder_batch_short": "no", "alignment": "no", "vad": "no"}
+                        "decoder_batch": "no", "decoder_batch_short": "no", "decoder_chunks": "no", "alignment": "no",
+                        "vad": "no"}
     reasons = dict(line.strip().split(": ", 1) for line in report.splitlines() if line.startswith("  "))
     assert "Not supported op REVERSE_V2" in reasons["features"]
-    assert all(set(reasons[role].split("; ")) == {"5 x Does not accept INT32 input.", "5 x Not supported op BITCAST",
-                                                  "5 x Not supported Cast case. Input type: INT8 and output type: "
+    assert all(set(reasons[role].split("; ")) == {"6 x Does not accept INT32 input.", "6 x Not supported op BITCAST",
+                                                  "6 x Not supported Cast case. Input type: INT8 and output type: "
                                                   "FLOAT32"}
-               for role in ("decoder_step", "prefill", "decoder_batch", "decoder_batch_short", "alignment"))
+               for role in ("decoder_step", "prefill", "decoder_batch", "decoder_batch_short", "decoder_chunks",
+                            "alignment"))
     verdicts, report = gpu_column(tiny_combined, gpu_analyzer)
     assert verdicts["decoder"] == verdicts["whisper"] == "no" and report.count("Not supported op WHILE") >= 2
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from whisper_tflite.bundle import Bundle
-from whisper_tflite.evaluation import GAP_KINDS, error_rate, faster_whisper_transcribe, gap_sound, gapped_recording
+from whisper_tflite.errors import BundleError
+from whisper_tflite.evaluation import (GAP_KINDS, error_rate, faster_whisper_batched, faster_whisper_transcribe,
+                                       gap_sound, gapped_recording)
 from whisper_tflite.runtime import Transcriber
 from whisper_tflite.runtime.vad import (SpeechTimestampsMap, VadModel, VadOptions, collect_chunks,
                                          get_speech_timestamps)
@@ -26,6 +28,7 @@ PROBABILITY_TOLERANCE = 1e-3
 # Format 5's extra errors are int8 word flips ("asked" for "ask" in both jfk copies, "close" for "clubs" three
 # times); the same bundle with float32 position tables and on the interpreter gives the same 4.29 %.
 WER_EXCESS = 2.5
+BATCHED_WER_EXCESS = 1.0  # points over faster-whisper's BatchedInferencePipeline, int8, on the same weights
 # faster-whisper's defaults, on every recording; on the gapped one, the options its BatchedInferencePipeline uses
 # and tighter ones that split long speech at its pauses and drop short chunks
 OPTION_SETS = [{}, {"max_speech_duration_s": 30, "min_silence_duration_ms": 160},
@@ -126,6 +129,64 @@ def test_vad_filter_matches_faster_whisper(transcriber, tiny_en_ct2, gapped):
     assert all(a.end <= b.start for a, b in zip(segments, segments[1:])), "segments overlap or are out of order"
     for (_, end, _), (start, _, _) in zip(gapped.spans, gapped.spans[1:]):  # no text made up in a gap
         assert not [s for s in segments if s.start >= end + 1.0 and s.end <= start - 1.0], (end, start)
+
+
+def test_batched_matches_faster_whisper_batched(transcriber, tiny_en_ct2, gapped):
+    """Batched transcription, 8 chunks at a time with beam 5, against faster-whisper's BatchedInferencePipeline
+    with its defaults on the same weights, on the gapped recording: WER within the bound, and the segments of
+    faster-whisper, one a chunk of merged speech, where it puts them in the original timeline (it rounds them to
+    10 ms), each starting and ending in a clip's speech."""
+    ours = transcriber.transcribe(gapped.audio, batch_size=8)
+    theirs = [s for s in faster_whisper_batched(tiny_en_ct2, gapped.audio, "int8") if s.text.strip()]
+    ours_wer = error_rate([gapped.reference], [ours.text], "en")
+    theirs_wer = error_rate([gapped.reference], [" ".join(s.text for s in theirs)], "en")
+    print(f"\n{gapped.name} ({gapped.duration:.0f} s), batch 8, beam 5: WER {ours_wer:.2%} vs faster-whisper "
+          f"int8 {theirs_wer:.2%}, {len(ours.segments)} segments")
+    assert ours_wer <= theirs_wer + BATCHED_WER_EXCESS / 100
+    assert ours.duration == gapped.duration and len(ours.segments) == len(theirs) >= 2
+
+    def in_speech(time: float) -> bool:  # a chunk's edge is its speech's, widened by the VAD's 0.4 s at most
+        return any(start - 0.5 <= time <= end + 0.5 for start, end, _ in gapped.spans)
+
+    for a, b in zip(ours.segments, theirs):
+        assert abs(a.start - b.start) <= 0.0101 and abs(a.end - b.end) <= 0.0101, (a.start, a.end, b.start, b.end)
+        assert in_speech(a.start) and in_speech(a.end), (a.start, a.end)
+
+
+def test_batched_after_long_initial_prompts(transcriber, tiny_en_ct2, clip_named, audio_cache, monkeypatch):
+    """An earnings call (60 s, three chunks) after an initial prompt of 105 tokens, greedy, searched as rows (not
+    alone, as so few chunks would be): the rows' 128 cache slots fill after about 20 tokens and each chunk
+    finishes alone, on decoder_step; after one of 147 tokens, beam 5: too long for the rows, each chunk is searched
+    alone, on decoder_batch_short. Each within the bound of faster-whisper's batched transcription with the same
+    prompt (AMD EPYC, AVX2 only: 2.20 % vs 3.30 % and 3.30 % vs 4.40 %; a word is 1.1 points)."""
+    from whisper_tflite.runtime import batched
+
+    clip = clip_named("en_earnings22_4482311_3_62.wav")
+    audio = audio_cache(clip)
+    sentence = "Earnings call of the year 2021, results, revenue, margins, dividends, shareholders, Zoom meeting."
+    for repeats, beam_size, alone in ((5, 1, 2), (7, 5, batched.FEW_CHUNKS)):
+        monkeypatch.setattr(batched, "FEW_CHUNKS", alone)
+        prompt = " ".join([sentence] * repeats)
+        ours = transcriber.transcribe(audio, batch_size=8, beam_size=beam_size, initial_prompt=prompt)
+        theirs = faster_whisper_batched(tiny_en_ct2, audio, "int8", beam_size=beam_size, initial_prompt=prompt)
+        ours_wer = error_rate([clip.reference], [ours.text], "en")
+        theirs_wer = error_rate([clip.reference], [" ".join(s.text for s in theirs)], "en")
+        print(f"\n{len(transcriber.tokenizer.encode(prompt))} prompt tokens, beam {beam_size}: WER {ours_wer:.2%} vs "
+              f"faster-whisper {theirs_wer:.2%}")
+        assert len(ours.segments) == len(theirs) == 3
+        assert ours_wer <= theirs_wer + BATCHED_WER_EXCESS / 100
+
+
+def test_batched_needs_decoder_chunks(default_bundle, tmp_path):
+    """A bundle of format 5 (without decoder_chunks) transcribes, but batched transcription is refused in one
+    line that says to convert again."""
+    from .test_beam import older_format
+
+    folder = older_format(default_bundle, tmp_path / "format5", 5, ("decoder_chunks",))
+    with pytest.raises(BundleError, match="no decoder_chunks model, which batched transcription needs; convert "
+                                          "the bundle again") as refused:
+        Transcriber(folder, threads=2).transcribe(np.zeros(16000, np.float32), batch_size=8)
+    assert "\n" not in str(refused.value)
 
 
 def test_words_are_mapped_back_to_the_original_audio(transcriber, english_clips, audio_cache):

@@ -22,7 +22,9 @@ FORMAT = "whisper-tflite-bundle"
 # bundles still load: they search with decoder_batch alone.
 # 5: the decoder roles are signatures of one file sharing its weights (each entry names its `signature`), the token
 # embedding stored once; prefill and alignment take an `offset`. Versions 2-4 still load: one file a role.
-FORMAT_VERSION = 5
+# 6: the decoder_chunks role (batched transcription: several pieces of speech decoded at once). Version 5 bundles
+# still load: everything but batched transcription runs as before.
+FORMAT_VERSION = 6
 OLDEST_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
@@ -32,18 +34,20 @@ DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_la
 # What the runtime needs; the other roles are combined models for apps that want one file and one call.
 GREEDY_MODELS = ("features", "encoder", "decoder_step", "prefill")  # enough for greedy transcription
 BATCH_MODELS = ("decoder_batch", "decoder_batch_short")  # the beams' (and best-of samples') one call per token
-# and beam search, best-of, word timestamps, the VAD filter (Silero VAD, the same for every checkpoint)
-DEFAULT_MODELS = (*GREEDY_MODELS, *BATCH_MODELS, "alignment", "vad")
+CHUNKS_MODEL = "decoder_chunks"  # batched transcription: the beams of several pieces of speech in one call a token
+# and beam search, best-of, batched transcription, word timestamps, the VAD filter (Silero VAD, the same for
+# every checkpoint)
+DEFAULT_MODELS = (*GREEDY_MODELS, *BATCH_MODELS, CHUNKS_MODEL, "alignment", "vad")
 # The roles that run the text decoder on the encoder's cross K/V: signatures of one file (`TEXT_DECODER_FILE`),
 # so its weights are stored, mapped and packed once.
-TEXT_DECODER_ROLES = ("decoder_step", "prefill", *BATCH_MODELS, "alignment")
+TEXT_DECODER_ROLES = ("decoder_step", "prefill", *BATCH_MODELS, CHUNKS_MODEL, "alignment")
 TEXT_DECODER_FILE = "text_decoder.tflite"
 # The encoder's dynamic-int8 with its attention scores (Q.K^T) in static int8, scaled by calibration audio
 # (int8_attention.py; its speed and WER: docs/performance.md), a quantization a manifest may name
 INT8_SCORES = "dynamic-int8+int8-qk"
 SINGLE_SIGNATURE = "serving_default"  # the key of a file that holds one model
-ROLES = ("features", "encoder", "decoder_step", "prefill", *BATCH_MODELS, "alignment", "decoder", "pcm_encoder",
-         "encoder_decoder", "whisper", "generator", "vad")
+ROLES = ("features", "encoder", "decoder_step", "prefill", *BATCH_MODELS, CHUNKS_MODEL, "alignment", "decoder",
+         "pcm_encoder", "encoder_decoder", "whisper", "generator", "vad")
 # `convert --layout s4y`: whisper-s4y's files for apps built on that project (graphs/s4y.py), not a bundle.
 # File stem -> our role whose graph and default quantization it takes.
 S4Y_FORMAT = "whisper-s4y-layout"

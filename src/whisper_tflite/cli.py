@@ -19,6 +19,7 @@ from .bundle import DEFAULT_MODELS, INT8_SCORES, ROLES, S4Y_MODELS
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
+from .runtime.batched import batched_vad_options
 from .runtime.vad import VadOptions
 
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8", "int4")
@@ -169,6 +170,11 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
     decoding.add_argument("--length-penalty", type=float, default=TranscriptionOptions.length_penalty,
                           metavar="X", help="hypotheses rank by log-probability / length ** X "
                                             f"[{TranscriptionOptions.length_penalty:g}]")
+    decoding.add_argument("--batch-size", type=int, metavar="N",
+                          help="batched transcription, as faster-whisper's BatchedInferencePipeline: the speech "
+                               "the VAD finds, in chunks of up to 30 s decoded N at a time without previous text, "
+                               "a segment a chunk (needs the decoder_chunks model; the previous-text and fallback "
+                               "options then do nothing) [off]")
     for name, default, meaning in (
             ("compression-ratio-threshold", TranscriptionOptions.compression_ratio_threshold,
              "retry hotter when the text compresses better than this (a loop)"),
@@ -188,18 +194,23 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
     vad.add_argument("--vad-filter", action="store_true",
                      help="decode only the speech Silero VAD finds (the bundle's vad model); times stay the "
                           "original audio's")
-    defaults = VadOptions()
+    defaults, batched = VadOptions(), batched_vad_options(None)
     for name, kind, meaning in (
             ("threshold", float, "a 32 ms frame is speech from this probability up"),
             ("neg_threshold", float, "below this a frame is silence; between the two it continues what came "
                                      "before [threshold - 0.15]"),
             ("min_speech_duration_ms", int, "speech chunks this short or shorter are dropped"),
-            ("max_speech_duration_s", float, "longer chunks are split, at a pause where there is one"),
+            ("max_speech_duration_s", float, "longer chunks are split, at a pause where there is one (not with "
+                                             "--batch-size: 30)"),
             ("min_silence_duration_ms", int, "silence that ends a chunk lasts at least this"),
             ("speech_pad_ms", int, "each chunk is widened by this on both sides")):
         default = getattr(defaults, name)
-        vad.add_argument(f"--vad-{name.replace('_', '-')}", dest=f"vad_{name}", type=kind, default=default,
-                         metavar="X", help=meaning + ("" if default is None else f" [{default:g}]"))
+        shown = "" if default is None else f" [{default:g}" + (
+            f"; {getattr(batched, name):g} with --batch-size and no --vad-* option]"
+            if name == "min_silence_duration_ms" else "]")
+        # None: not given, so that batched transcription can tell its own defaults from the options given
+        vad.add_argument(f"--vad-{name.replace('_', '-')}", dest=f"vad_{name}", type=kind, metavar="X",
+                         help=meaning + shown)
 
 
 def _temperatures(text: str) -> tuple[float, ...]:
@@ -349,16 +360,20 @@ def _output_paths(files: list[Path], output_dir: Path | None, output_format: str
 
 
 def _options(args) -> TranscriptionOptions:
-    vad = VadOptions(**{name: getattr(args, f"vad_{name}") for name in VadOptions.__dataclass_fields__})
-    if vad != VadOptions() and not args.vad_filter:
+    vad = {name: getattr(args, f"vad_{name}") for name in VadOptions.__dataclass_fields__
+           if getattr(args, f"vad_{name}") is not None}
+    if vad and not args.vad_filter and args.batch_size is None:
         raise UsageError("the --vad-* options tune the VAD filter: give --vad-filter too")
+    if "max_speech_duration_s" in vad and args.batch_size is not None:
+        raise UsageError("--batch-size chunks the speech at 30 s: leave out --vad-max-speech-duration-s")
     return TranscriptionOptions(
         temperature=args.temperature, compression_ratio_threshold=args.compression_ratio_threshold,
         log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
         condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
         word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
         patience=args.patience, length_penalty=args.length_penalty, vad_filter=args.vad_filter,
-        vad_parameters=vad, language_detection_threshold=args.language_detection_threshold,
+        vad_parameters=vad or None, batch_size=args.batch_size,
+        language_detection_threshold=args.language_detection_threshold,
         language_detection_segments=args.language_detection_segments)
 
 
@@ -380,7 +395,8 @@ def _transcribe(args) -> int:
     options = _options(args)
     outputs = _output_paths(args.files, args.output_dir, args.format)
     transcriber = Transcriber(args.model, threads=args.threads)
-    language = transcriber.check_request(args.language, args.task, args.word_timestamps, args.vad_filter)
+    language = transcriber.check_request(args.language, args.task, args.word_timestamps, args.vad_filter,
+                                         args.batch_size)
     failed: list[str] = []
     show = not args.quiet and len(args.files) > 1
     for index, file in enumerate(tqdm(args.files, desc="files", unit="file", disable=not show, file=sys.stderr)):

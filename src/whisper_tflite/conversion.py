@@ -398,6 +398,7 @@ DEFAULT_POLICY = {
     "prefill": "dynamic-int8",
     "decoder_batch": "dynamic-int8",
     "decoder_batch_short": "dynamic-int8",
+    "decoder_chunks": "dynamic-int8",
     "alignment": "dynamic-int8",
     "decoder": "dynamic-int8",
     "encoder_decoder": "dynamic-int8",
@@ -442,15 +443,16 @@ def build_modules(roles: list[str], checkpoint, quantize: str) -> dict[str, Grap
     """The TF modules of `roles`, which go into one file. Text decoder roles quantized to int8 share one int8 look-up
     table of the token embedding (`graphs.decoder.Int8TokenRows`)."""
     from .graphs.combined import Decoder, EncoderDecoder, Generator, PcmEncoder, Whisper
-    from .graphs.decoder import (DecoderAlignment, DecoderBatchShort, DecoderBatchStep, DecoderPrefill, DecoderStep,
-                                 Int8TokenRows)
+    from .graphs.decoder import (DecoderAlignment, DecoderBatchShort, DecoderBatchStep, DecoderChunks, DecoderPrefill,
+                                 DecoderStep, Int8TokenRows)
     from .graphs.encoder import Encoder
     from .graphs.features import FeatureExtractor
     from .graphs.vad import SileroVad
 
     builders = {"features": FeatureExtractor, "encoder": Encoder, "decoder_step": DecoderStep,
                 "prefill": DecoderPrefill, "decoder_batch": DecoderBatchStep,
-                "decoder_batch_short": DecoderBatchShort, "alignment": DecoderAlignment, "decoder": Decoder,
+                "decoder_batch_short": DecoderBatchShort, "decoder_chunks": DecoderChunks,
+                "alignment": DecoderAlignment, "decoder": Decoder,
                 "pcm_encoder": PcmEncoder, "encoder_decoder": EncoderDecoder, "whisper": Whisper,
                 "generator": Generator, "vad": SileroVad}
     if not set(roles) <= set(TEXT_DECODER_ROLES):

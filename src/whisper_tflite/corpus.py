@@ -125,7 +125,8 @@ def transcribe_corpus(inputs: Iterable[str | Path], model: str | Path, output: s
     except TypeError as e:
         raise UsageError(f"unknown transcription option: {e}") from None
     checker = Transcriber(model, threads=1)
-    language = checker.check_request(language, task, decoding.word_timestamps, decoding.vad_filter)
+    language = checker.check_request(language, task, decoding.word_timestamps, decoding.vad_filter,
+                                     decoding.batch_size)
     checker.decoder.check(decoding)
     del checker
     output.parent.mkdir(parents=True, exist_ok=True)

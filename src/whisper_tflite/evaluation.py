@@ -158,15 +158,30 @@ def faster_whisper_transcribe(model: str | Path, audio: np.ndarray, compute_type
                               **options) -> list[OracleSegment]:
     """faster-whisper's segments for 16 kHz samples, greedy (beam_size=1, best_of=1) unless `options` say
     otherwise: the independent oracle for decoding behaviour (long-form, fallback). Models are cached."""
+    options = {"beam_size": 1, "best_of": 1, "language": "en", **options}
+    segments, _ = _faster_whisper_model(model, compute_type, threads).transcribe(audio, **options)
+    return [OracleSegment(s.start, s.end, s.text, s.temperature, s.avg_logprob, s.words) for s in segments]
+
+
+def faster_whisper_batched(model: str | Path, audio: np.ndarray, compute_type: str, threads: int = 2,
+                           **options) -> list[OracleSegment]:
+    """faster-whisper's `BatchedInferencePipeline` segments for 16 kHz samples, with its defaults (batch_size 8,
+    beam 5) unless `options` say otherwise, in English: the oracle of batched transcription."""
+    from faster_whisper import BatchedInferencePipeline
+
+    pipeline = BatchedInferencePipeline(_faster_whisper_model(model, compute_type, threads))
+    segments, _ = pipeline.transcribe(audio, **{"language": "en", **options})
+    return [OracleSegment(s.start, s.end, s.text, s.temperature, s.avg_logprob, s.words) for s in segments]
+
+
+def _faster_whisper_model(model: str | Path, compute_type: str, threads: int):
     key = (str(model), compute_type, threads)
     if key not in _FASTER_WHISPER:
         from faster_whisper import WhisperModel
 
         _FASTER_WHISPER[key] = WhisperModel(str(model), device="cpu", compute_type=compute_type,
                                             cpu_threads=threads, num_workers=1)
-    options = {"beam_size": 1, "best_of": 1, "language": "en", **options}
-    segments, _ = _FASTER_WHISPER[key].transcribe(audio, **options)
-    return [OracleSegment(s.start, s.end, s.text, s.temperature, s.avg_logprob, s.words) for s in segments]
+    return _FASTER_WHISPER[key]
 
 
 @dataclass(frozen=True)

@@ -249,14 +249,18 @@ class DecoderBatchStep(DecoderStep):
             attended = mixed / (tf.reduce_sum(cached, -1, keepdims=True) + own)
             x = x + dense(tf.reshape(attended, [batch, heads * head_dim]), w, f"{p}/self_attn/out_proj")
             h = layer_norm(x, w, f"{p}/encoder_attn_layer_norm")
-            q = split_heads(dense(h, w, f"{p}/encoder_attn/q_proj"), heads)  # [heads, B, hd]
-            cross = attend(q, inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"])
-            x = x + dense(merge_heads(cross), w, f"{p}/encoder_attn/out_proj")
+            cross = self.cross_attention(dense(h, w, f"{p}/encoder_attn/q_proj"), inputs[f"cross_k_{i}"],
+                                         inputs[f"cross_v_{i}"])
+            x = x + dense(cross, w, f"{p}/encoder_attn/out_proj")
             x = mlp(x, w, p)
         x = layer_norm(x, w, "model/decoder/layer_norm")
         logits = tf.matmul(x, w[EMBEDDING], transpose_b=True)
         outputs["logits"] = tf.reshape(logits, [batch, 1, -1])
         return outputs
+
+    def cross_attention(self, q: tf.Tensor, keys: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+        """The rows' queries [B, d] against the one window's cross K/V -> [B, d]."""
+        return merge_heads(attend(split_heads(q, self.heads), keys, values))  # the rows as queries [heads, B, hd]
 
 
 # A window without previous text feeds a start-of-transcript sequence of a few tokens, then samples at most
@@ -278,6 +282,54 @@ class DecoderBatchShort(DecoderBatchStep):
     @classmethod
     def from_checkpoint(cls, checkpoint, token_rows: Int8TokenRows | None = None) -> "DecoderBatchShort":
         return cls(checkpoint.variables, checkpoint.config, token_rows=token_rows)
+
+
+# Cache slots of `DecoderChunks`: a start-of-transcript sequence and the text of a chunk of up to 30 s, about 100
+# tokens of speech (the gapped recording's longest chunk: 93); longer ones finish on decoder_batch_short. The rows'
+# attention reads every slot at every step: at 232 slots it took 30 % of the step on tiny.en, at 128 half as much.
+CHUNK_SLOTS = 128
+
+
+class DecoderChunks(DecoderBatchStep):
+    """One token for each of `beams` sequences of each of `chunks` windows, all at the same position, for batched
+    transcription (pieces of speech decoded at once, each by beam search, without previous text): tokens
+    [chunks * beams, 1], offset [1], self_k_{i}/self_v_{i} [chunks * beams, heads, CHUNK_SLOTS, hd] (row
+    c * beams + b: beam b of window c), cross_k_{i} [chunks, heads, 1500, hd] and cross_v_{i} transposed,
+    [chunks, heads, hd, 1500] (window c's) -> logits [chunks * beams, 1, vocab], new_k_{i}/new_v_{i}
+    [chunks * beams, heads, 1, hd].
+
+    The cross K/V are the largest tensors a step reads. The keys [1500, hd] and the transposed values [hd, 1500]
+    are each the left side of a matmul whose right side is the window's few queries (their weights): XNNPACK packs
+    a matmul's runtime right side at every call, which took half as long again on tiny.en. (The converter turns a
+    matmul followed by a transpose into the one with its sides swapped: a reshape stands in between.)"""
+
+    role = "decoder_chunks"
+
+    def __init__(self, weights: dict, config, chunks: int = 8, beams: int = 5,
+                 token_rows: Int8TokenRows | None = None):
+        super().__init__(weights, config, chunks * beams, slots=CHUNK_SLOTS, token_rows=token_rows)
+        self.chunks, self.beams = chunks, beams
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, token_rows: Int8TokenRows | None = None) -> "DecoderChunks":
+        return cls(checkpoint.variables, checkpoint.config, token_rows=token_rows)
+
+    @property
+    def input_signature(self):
+        shapes = {"cross_k": [self.chunks, self.heads, self.n_audio, self.head_dim],
+                  "cross_v": [self.chunks, self.heads, self.head_dim, self.n_audio]}
+        return [tf.TensorSpec(shapes[spec.name[:7]], tf.float32, name=spec.name) if spec.name[:7] in shapes
+                else spec for spec in super().input_signature]
+
+    def cross_attention(self, q: tf.Tensor, keys: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+        """Queries [chunks * beams, d] against their window's keys and transposed values -> [chunks * beams, d]."""
+        chunks, beams, heads, head_dim = self.chunks, self.beams, self.heads, self.head_dim
+        q = tf.transpose(tf.reshape(q, [chunks, beams, heads, head_dim]), [0, 2, 1, 3]) * head_dim**-0.5
+        scores = tf.reshape(tf.matmul(keys, q, transpose_b=True), [chunks * heads, self.n_audio, beams])
+        weights = tf.nn.softmax(tf.transpose(scores, [0, 2, 1]), axis=-1)  # [chunks * heads, beams, 1500]
+        weights = tf.reshape(weights, [chunks, heads, beams, self.n_audio])
+        mixed = tf.matmul(values, weights, transpose_b=True)  # [chunks, heads, hd, beams]
+        return tf.reshape(tf.transpose(mixed, [0, 3, 1, 2]), [chunks * beams, heads * head_dim])
 
 
 class DecoderAlignment(DecoderStep):

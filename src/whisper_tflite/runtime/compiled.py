@@ -204,17 +204,30 @@ class CompiledSignature:
         self._in[name] = array
         self._in_buffers[name] = _host_buffer(array)
 
+    def output_buffers(self, arrays: dict[str, np.ndarray]) -> dict:
+        """The output buffers of a `run` that writes the outputs named in `arrays` there (arrays of ours of their
+        shapes, aligned: views of a larger array, say), the others into this signature's own."""
+        buffers = dict(self._out_buffers)
+        for name, array in arrays.items():
+            own = self._out[name]
+            if array.shape != own.shape or array.dtype != own.dtype or not array.flags.c_contiguous or \
+                    array.ctypes.data % ALIGNMENT:
+                raise ValueError(f"{name}: {array.shape} {array.dtype} for {own.shape} {own.dtype}, or unaligned")
+            buffers[name] = _host_buffer(array)
+        return buffers
+
     def set(self, **arrays: np.ndarray) -> None:
         for name, array in arrays.items():
             np.copyto(self._in[name], array, casting="same_kind")
 
-    def run(self, **arrays: np.ndarray) -> None:
+    def run(self, outputs: dict | None = None, **arrays: np.ndarray) -> None:
+        """`outputs`: buffers from `output_buffers` (default: this signature's own)."""
         self.set(**arrays)
         if self._ran:
-            self._model.run_by_name(self._key, self._in_buffers, self._out_buffers)
+            self._model.run_by_name(self._key, self._in_buffers, outputs or self._out_buffers)
             return
         with native_stderr_hidden():  # a signature's first run logs the making of an environment
-            self._model.run_by_name(self._key, self._in_buffers, self._out_buffers)
+            self._model.run_by_name(self._key, self._in_buffers, outputs or self._out_buffers)
         self._ran = True
 
     def output(self, name: str) -> np.ndarray:

@@ -158,7 +158,7 @@ def decode_window(
     openai/whisper stops at half the context).
     """
     special = tokenizer.special
-    logits, no_speech_prob = _feed_prompt(stepper, tokenizer, prompt)
+    logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt)
     sample_len = sample_len or stepper.n_ctx - len(prompt)
     sampled: list[int] = []
     logprobs: list[float] = []
@@ -189,7 +189,7 @@ def decode_window(
     )
 
 
-def _feed_prompt(stepper: Stepper, tokenizer: WhisperTokenizer, prompt: list[int]) -> tuple[np.ndarray, float]:
+def feed_prompt(stepper: Stepper, tokenizer: WhisperTokenizer, prompt: list[int]) -> tuple[np.ndarray, float]:
     """Feeds the prompt from the first position: the logits after it, and the no-speech probability (read at
     start-of-transcript)."""
     special = tokenizer.special
@@ -258,55 +258,74 @@ def _top_extensions(filtered: np.ndarray, scores: np.ndarray,
     return beams[order], tokens[order], logprobs[order], totals[order]
 
 
-def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
-                beam_size: int, patience: float = 1.0, length_penalty: float = 1.0) -> DecodingResult:
-    """CTranslate2's `BeamSearch` on the begun window: each step ranks the 2 * beam_size best (beam, token)
+class BeamSearch:
+    """One window's beam search, as CTranslate2's `BeamSearch`: each step ranks the 2 * beam_size best (beam, token)
     extensions by cumulative log-probability; an end-of-text among the first beam_size finishes that hypothesis
     and the next candidate that is not one takes its place; the search stops once round(beam_size * patience)
-    hypotheses are finished, or at the length limit (where the live beams count as finished). The hypothesis
+    hypotheses are finished, or at `max_length` tokens (where the live beams count as finished). The hypothesis
     with the best cumulative log-probability / length ** length_penalty wins.
 
-    The first step extends the prompt's single sequence; then the beams are the rows of `stepper.step_batch`.
-    """
-    eot = tokenizer.special.eot
-    logits, no_speech_prob = _feed_prompt(stepper, tokenizer, prompt)
-    max_length = max_new_tokens(prompt, stepper.n_ctx)
-    max_finished = max_finished_hypotheses(beam_size, patience)
-    candidates = 2 * beam_size
-    sequences: list[list[int]] = [[]]
-    logprobs: list[list[float]] = [[]]
-    scores = np.zeros(1, np.float32)
-    rows = logits[np.newaxis]
-    finished: list[Hypothesis] = []
-    for step in range(max_length):
-        beams, tokens, gains, totals = _top_extensions(logit_filter.rows(rows, sequences), scores, candidates)
-        last_step = step + 1 == max_length
+    The caller runs the model: `advance` takes the live beams' filtered logits (at first the prompt's single
+    sequence) and says which beams go on with which tokens."""
+
+    def __init__(self, beam_size: int, patience: float, max_length: int, eot: int):
+        self.beam_size, self.max_length, self.eot = beam_size, max_length, eot
+        self.max_finished = max_finished_hypotheses(beam_size, patience)
+        self.sequences: list[list[int]] = [[]]  # the live beams' tokens
+        self.logprobs: list[list[float]] = [[]]
+        self.scores = np.zeros(1, np.float32)
+        self.finished: list[Hypothesis] = []
+        self.steps = 0
+
+    def advance(self, filtered: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """`filtered`: the live beams' filtered logits [beams, vocab]. Returns the next step's beams, each as the
+        beam it continues (its origin) and the token it is fed; None once the search is over."""
+        beam_size, eot = self.beam_size, self.eot
+        candidates = 2 * beam_size
+        beams, tokens, gains, totals = _top_extensions(filtered, self.scores, candidates)
+        self.steps += 1
+        last_step = self.steps == self.max_length
         chosen, secondary = [], beam_size
         for k in range(beam_size):
             pick = k
             if tokens[k] == eot or last_step:
-                ended = sequences[beams[k]] + ([] if tokens[k] == eot else [int(tokens[k])])
-                finished.append((float(totals[k]), ended, logprobs[beams[k]] + [float(gains[k])]))
+                ended = self.sequences[beams[k]] + ([] if tokens[k] == eot else [int(tokens[k])])
+                self.finished.append((float(totals[k]), ended, self.logprobs[beams[k]] + [float(gains[k])]))
                 for j in range(secondary, candidates):  # the best candidate left that goes on
                     if tokens[j] != eot:
                         pick, secondary = j, j + 1
                         break
             chosen.append(pick)
-        if last_step or len(finished) >= max_finished:
-            break
+        if last_step or len(self.finished) >= self.max_finished:
+            return None
         origins, next_tokens = beams[chosen], tokens[chosen]
-        sequences = [sequences[b] + [int(t)] for b, t in zip(origins, next_tokens)]
-        logprobs = [logprobs[b] + [float(gain)] for b, gain in zip(origins, gains[chosen])]
-        scores = totals[chosen]
-        padding = stepper.batch_size - beam_size  # spare rows repeat the first beam; their logits are dropped
-        if step == 0:
-            stepper.fork(len(prompt) + max_length - 1)  # the last step feeds no token
+        self.sequences = [self.sequences[b] + [int(t)] for b, t in zip(origins, next_tokens)]
+        self.logprobs = [self.logprobs[b] + [float(gain)] for b, gain in zip(origins, gains[chosen])]
+        self.scores = totals[chosen]
+        return origins, next_tokens
+
+    def best(self, length_penalty: float, tokenizer: WhisperTokenizer, no_speech_prob: float) -> DecodingResult:
+        return _best(self.finished, length_penalty, tokenizer, no_speech_prob, 0.0)
+
+
+def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
+                beam_size: int, patience: float = 1.0, length_penalty: float = 1.0) -> DecodingResult:
+    """`BeamSearch` on the begun window, at most `max_new_tokens` long. The first step extends the prompt's single
+    sequence; then the beams are the rows of `stepper.step_batch`."""
+    logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt)
+    search = BeamSearch(beam_size, patience, max_new_tokens(prompt, stepper.n_ctx), tokenizer.special.eot)
+    rows = logits[np.newaxis]
+    padding = stepper.batch_size - beam_size  # spare rows repeat the first beam; their logits are dropped
+    while (going := search.advance(logit_filter.rows(rows, search.sequences))) is not None:
+        origins, next_tokens = going
+        if search.steps == 1:
+            stepper.fork(len(prompt) + search.max_length - 1)  # the last step feeds no token
             origins = None
         else:
             origins = np.concatenate([origins, np.repeat(origins[:1], padding)])
         rows = stepper.step_batch(np.concatenate([next_tokens, np.repeat(next_tokens[:1], padding)]),
                                   origins)[:beam_size]
-    return _best(finished, length_penalty, tokenizer, no_speech_prob, 0.0)
+    return search.best(length_penalty, tokenizer, no_speech_prob)
 
 
 def sample_best_of(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
@@ -320,7 +339,7 @@ def sample_best_of(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: 
     samples: list[Hypothesis] = []
     while len(samples) < best_of:
         lanes = min(stepper.batch_size, best_of - len(samples))
-        logits, no_speech_prob = _feed_prompt(stepper, tokenizer, prompt)
+        logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt)
         rows = np.repeat(logits[np.newaxis], lanes, axis=0)
         sequences: list[list[int]] = [[] for _ in range(lanes)]
         logprobs: list[list[float]] = [[] for _ in range(lanes)]

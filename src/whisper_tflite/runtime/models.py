@@ -221,6 +221,17 @@ class TfliteStepper:
         self._holding_audio.clear()  # each gets it at its first use: a window that never needs one never pays
         self.reset()
 
+    def begin_encoded(self, cross: dict[str, np.ndarray]) -> None:
+        """Begins a window encoded before: its cross K/V (name: [heads, 1500, hd]) go where `begin` puts the
+        encoder's (batched transcription's windows, for their prompts and word timestamps)."""
+        for name, array in cross.items():
+            if self.compiled:
+                np.copyto(self.encoder.output_view(name), array)
+            else:
+                self.decoder.set(**{name: np.ascontiguousarray(array)})
+        self._holding_audio.clear()
+        self.reset()
+
     def _give_audio(self, model: LiteRtModel) -> None:
         """The begun window's cross K/V, from decoder_step's inputs, into a model loaded on demand, once a window."""
         if model not in self._holding_audio and not self.compiled:  # compiled, they read the encoder's
@@ -328,15 +339,24 @@ class TfliteStepper:
         row origins[j]'s sequence (a beam continues another beam): only the filled slots are permuted."""
         if self.offset >= self.batch_slots:
             raise IndexError(f"the batch decoder's {self.batch_slots} cache slots are full")
-        model = self.batch_decoder
-        origins = np.asarray(origins) if origins is not None else np.arange(self.batch_size)
-        moved = np.flatnonzero(origins != np.arange(len(origins)))
-        if len(moved):  # only the rows that take over another's sequence: most beams continue their own
-            for cache in self.rows.values():  # no view may outlive the loop: the interpreter refuses to run
-                taken_over = model.input_view(cache)[origins[moved], :, : self.offset]  # a copy: sources may move
-                model.input_view(cache)[moved, :, : self.offset] = taken_over
-        model.run(tokens=np.asarray(tokens, np.int32).reshape(-1, 1), offset=np.array([self.offset], np.int32))
-        for new, cache in self.rows.items():
-            model.input_view(cache)[:, :, self.offset] = model.output(new)[:, :, 0]
+        logits = step_rows(self.batch_decoder, self.rows, self.offset, tokens, origins)
         self.offset += 1
-        return model.output("logits")[:, 0]
+        return logits
+
+
+def step_rows(model: LiteRtModel, rows: dict[str, str], offset: int, tokens: np.ndarray,
+              origins: np.ndarray | None) -> np.ndarray:
+    """One call of a model of rows (a batch decoder): row j first takes over row origins[j]'s sequence (only the
+    filled slots are permuted), then is fed tokens[j] at `offset`; its new K/V rows go into its caches in place
+    (`rows`: new output -> cache input). Returns the logits [rows, vocab]."""
+    count = len(tokens)
+    origins = np.asarray(origins) if origins is not None else np.arange(count)
+    moved = np.flatnonzero(origins != np.arange(count))
+    if len(moved):  # only the rows that take over another's sequence: most beams continue their own
+        for cache in rows.values():  # no view may outlive the loop: the interpreter refuses to run
+            taken_over = model.input_view(cache)[origins[moved], :, :offset]  # a copy: sources may move
+            model.input_view(cache)[moved, :, :offset] = taken_over
+    model.run(tokens=np.asarray(tokens, np.int32).reshape(-1, 1), offset=np.array([offset], np.int32))
+    for new, cache in rows.items():
+        model.input_view(cache)[:, :, offset] = model.output(new)[:, :, 0]
+    return model.output("logits")[:, 0]

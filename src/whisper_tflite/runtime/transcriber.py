@@ -38,11 +38,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioSource, load_audio, source_name
-from ..bundle import TOKENIZER, Bundle
+from ..bundle import CHUNKS_MODEL, TOKENIZER, Bundle
 from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode_window, detect_language,
                        max_finished_hypotheses, sample_best_of)
+from .batched import BatchedDecoder, batched_vad_options
 from .timing import Word, add_word_timestamps
 from .vad import SpeechTimestampsMap, VadModel, VadOptions, collect_chunks, get_speech_timestamps
 
@@ -77,9 +78,16 @@ class TranscriptionOptions:
     # language most windows found.
     language_detection_threshold: float | None = 0.5
     language_detection_segments: int = 1
+    # Decode the speech in chunks of up to 30 s, this many at a time, as faster-whisper's BatchedInferencePipeline
+    # (runtime/batched.py); vad_parameters then default as its (`batched_vad_options`).
+    batch_size: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "vad_parameters", VadOptions.of(self.vad_parameters))
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise UsageError(f"batch_size must be a whole number of at least 1, got {self.batch_size!r}")
+        object.__setattr__(self, "vad_parameters", VadOptions.of(self.vad_parameters) if self.batch_size is None
+                           else batched_vad_options(self.vad_parameters))
         for name in ("beam_size", "best_of", "language_detection_segments"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -457,6 +465,7 @@ class Transcriber:
         for worker in workers:
             self._free.put(worker)
         self._vad_lock = threading.Lock()
+        self._batched: dict[LongFormDecoder, BatchedDecoder] = {}  # each worker's, made at its first batched call
         # The first worker's, for tools and tests that drive its models directly while no `transcribe` runs
         self.decoder = workers[0]
         self.stepper = self.decoder.stepper
@@ -466,10 +475,10 @@ class Transcriber:
         return self.tokenizer.languages
 
     def check_request(self, language: str | None, task: str, word_timestamps: bool = False,
-                      vad_filter: bool = False) -> str | None:
+                      vad_filter: bool = False, batch_size: int | None = None) -> str | None:
         """The language code to decode with (None: detect). Refuses a language the model does not know,
-        translation with an English-only model, or word timestamps (the VAD filter) from a bundle without the
-        alignment (vad) model."""
+        translation with an English-only model, or word timestamps (the VAD filter, batched transcription) from a
+        bundle without the alignment (vad, decoder_chunks) model."""
         code = None if language in (None, "auto") else self.tokenizer.language_code(language)
         if word_timestamps and "alignment" not in self.bundle.models:
             raise BundleError(f"{self.bundle.folder} has no alignment model, which word timestamps need; "
@@ -477,6 +486,10 @@ class Transcriber:
         if vad_filter and "vad" not in self.bundle.models:
             raise BundleError(f"{self.bundle.folder} has no vad model, which the VAD filter needs; "
                               "convert the bundle again")
+        for role in ("vad", CHUNKS_MODEL) if batch_size is not None else ():
+            if role not in self.bundle.models:
+                raise BundleError(f"{self.bundle.folder} has no {role} model, which batched transcription needs; "
+                                  "convert the bundle again")
         if task not in ("transcribe", "translate"):
             raise UsageError(f"unknown task {task!r}: choose transcribe or translate")
         if code is not None and code not in self.languages:
@@ -508,6 +521,7 @@ class Transcriber:
         vad_parameters: VadOptions | dict | None = None,
         language_detection_threshold: float | None = TranscriptionOptions.language_detection_threshold,
         language_detection_segments: int = TranscriptionOptions.language_detection_segments,
+        batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> TranscriptionResult:
         """Text, language and timed segments of any length of audio: a file path, "-" (stdin), bytes, a binary
@@ -515,7 +529,10 @@ class Transcriber:
 
         The decoding options are faster-whisper's, with its defaults; see `TranscriptionOptions`. With
         `vad_filter`, only the speech the bundle's vad model finds (`vad_parameters`: `VadOptions` or a dict of
-        its fields) is decoded, joined as faster-whisper joins it, and every time is mapped back to `audio`.
+        its fields) is decoded, joined as faster-whisper joins it, and every time is mapped back to `audio`. With
+        `batch_size`, faster-whisper's batched transcription (runtime/batched.py): that speech in chunks of up to
+        30 s, decoded `batch_size` at a time, without previous text or timestamps, a segment a chunk; the options
+        that concern previous text and temperature fallback then do nothing, as in faster-whisper's.
         """
         options = TranscriptionOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
@@ -525,7 +542,7 @@ class Transcriber:
             beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
             word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters,
             language_detection_threshold=language_detection_threshold,
-            language_detection_segments=language_detection_segments)
+            language_detection_segments=language_detection_segments, batch_size=batch_size)
         stream = self.stream(audio, language, task, sample_rate, options, progress)
         segments = list(stream.segments)
         text = "".join(s.text for s in segments).strip()
@@ -534,15 +551,27 @@ class Transcriber:
     def stream(self, audio: AudioSource, language: str | None = None, task: str = "transcribe",
                sample_rate: int | None = None, options: TranscriptionOptions = TranscriptionOptions(),
                progress: Callable[[int, int], None] | None = None) -> TranscriptionStream:
-        """`transcribe`, its options as one `TranscriptionOptions`, with the segments as each window is decoded.
-        A worker is taken until the segments are exhausted or closed."""
-        language = self.check_request(language, task, options.word_timestamps, options.vad_filter)
+        """`transcribe`, its options as one `TranscriptionOptions`, with the segments as each window is decoded
+        (batched, as each batch is). A worker is taken until the segments are exhausted or closed."""
+        language = self.check_request(language, task, options.word_timestamps, options.vad_filter,
+                                      options.batch_size)
         samples = load_audio(audio, sample_rate)
         if samples.size < HOP_LENGTH:
             raise AudioError(f"{source_name(audio)}: shorter than 10 ms")
         duration = len(samples) / SAMPLE_RATE
         worker = self._free.get()
         try:
+            if options.batch_size is not None:
+                with self._vad_lock:
+                    speech_chunks = get_speech_timestamps(samples, self.vad, options.vad_parameters)
+                if worker not in self._batched:
+                    self._batched[worker] = BatchedDecoder(worker.stepper, self.tokenizer, worker.filter.suppress,
+                                                           worker.filter.begin_suppress)
+                result = self._batched[worker].transcribe(samples, speech_chunks, language, task, options, progress)
+                self._free.put(worker)
+                spoken = sum(chunk["end"] - chunk["start"] for chunk in speech_chunks) / SAMPLE_RATE
+                return TranscriptionStream(result.language, result.language_probability, duration, spoken, None,
+                                           iter(result.segments))
             chunks = None
             speech = samples
             if options.vad_filter:
