@@ -93,31 +93,40 @@ INT4_MIN_RUNTIME = "2.21.0"
 
 
 def quantize_int4(model: bytes, name: str = "model") -> bytes:
-    """A float32 file with int4 weights, as ai-edge-quantizer writes them: each FULLY_CONNECTED's in blocks of 32
-    along the input with a float16 scale a block (ai-edge-quantizer's finest blocks: one scale per output channel
-    loses far more), each CONV_2D's int8 with a scale per output channel. Activations stay float32 and are quantized
-    on the fly (XNNPACK's qd8 x qb4w kernels). In a text decoder file the token table's columns are equalized first
-    (`equalize_token_table`), and the last layer's weights but fc1 are int8 with a scale per output channel
-    (`last_decoder_layer_weights`): the two cut the logits' error from int4 by half. Then the token embedding is
-    stored once (`share_int4_token_table`), float tables of 64 KB or more as float16, every constant byte string
-    and quantization parameters once."""
+    """A float32 file with int4 weights, as ai-edge-quantizer writes them: the MLPs' FULLY_CONNECTED weights in
+    blocks of 32 along the input with a float16 scale a block (ai-edge-quantizer's finest blocks: one scale per
+    output channel loses far more); the attention's square [d, d] ones int8 with a scale per output channel; the
+    token table, its columns equalized first (`equalize_token_table`), in blocks of 128. Each CONV_2D's weights
+    int8 with a scale per output channel. Activations stay float32 and are quantized on the fly (XNNPACK's qd8 x
+    qb4w and qc8w kernels). Then the token embedding is stored once (`share_int4_token_table`), float tables of
+    64 KB or more as float16, every constant byte string and quantization parameters once.
+
+    Why that mix (docs/quantization.md, tiny.en): int4 everywhere, blocks of 32, doubles the default bundle's
+    beam 5 WER; int8 attention costs the 0.9 MB that blocks of 128 save on the equalized table, where they lose
+    little, and brings the WER back within 1 point of the default bundle's, the bundle within 30 MiB."""
     quantizer, recipe_manager, QuantGranularity, TFLOperationName = _quantizer()
     from ai_edge_quantizer.utils.tfl_flatbuffer_utils import get_op_scope
 
     parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
-    if equalize_token_table(parsed):
+    tables = equalize_token_table(parsed)
+    if tables:
         model = serialize(parsed)
     recipe = recipe_manager.RecipeManager()
     recipe.add_dynamic_config(regex=".*", operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=4,
                               granularity=QuantGranularity.BLOCKWISE_32)
     recipe.add_dynamic_config(regex=".*", operation_name=TFLOperationName.CONV_2D, num_bits=8,
                               granularity=QuantGranularity.CHANNELWISE)
-    last_layer = last_decoder_layer_weights(parsed)
     for subgraph in parsed.subgraphs:  # the quantizer tells operators apart by their output tensors' names
         for op in subgraph.operators:
-            if _code(parsed, op) == _FULLY_CONNECTED and subgraph.tensors[op.inputs[1]].buffer in last_layer:
-                recipe.add_dynamic_config(regex=f"^{re.escape(get_op_scope(op, subgraph.tensors))}$",
-                                          operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=8,
+            weights = subgraph.tensors[op.inputs[1]] if _code(parsed, op) == _FULLY_CONNECTED else None
+            if weights is None or not _is_constant(parsed, weights):
+                continue
+            scope = f"^{re.escape(get_op_scope(op, subgraph.tensors))}$"
+            if weights.buffer in tables:
+                recipe.add_dynamic_config(regex=scope, operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=4,
+                                          granularity=QuantGranularity.BLOCKWISE_128)
+            elif weights.shape[0] == weights.shape[1]:
+                recipe.add_dynamic_config(regex=scope, operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=8,
                                           granularity=QuantGranularity.CHANNELWISE)
     try:
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
@@ -132,27 +141,6 @@ def quantize_int4(model: bytes, name: str = "model") -> bytes:
     model = serialize(parsed)
     check_model(model, name)
     return model
-
-
-DECODER_LAYER_WEIGHTS = 8  # q, k, v, out; the cross-attention's q, out; fc1, fc2 (its K/V are the encoder's)
-
-
-def last_decoder_layer_weights(parsed) -> set[int]:
-    """The buffers of the FULLY_CONNECTED weights that `quantize_int4` keeps int8: the text decoder's last layer,
-    whose output the logits read, but for its fc1 (the one [4d, d] matrix; int8 it would take the tiny.en bundle
-    past 30 MiB). They are, in a signature with logits (the FULLY_CONNECTED that reads the token table a GATHER
-    looks rows up in), the DECODER_LAYER_WEIGHTS constant weights read before it: each layer reads the one
-    before's output, so in any operator order a layer's weights come after the previous layer's. Empty in a file
-    without logits."""
-    gathered = {subgraph.tensors[op.inputs[0]].buffer for subgraph in parsed.subgraphs
-                for op in subgraph.operators if _code(parsed, op) == _GATHER}
-    for subgraph in parsed.subgraphs:
-        weights = [subgraph.tensors[op.inputs[1]] for op in subgraph.operators
-                   if _code(parsed, op) == _FULLY_CONNECTED and _is_constant(parsed, subgraph.tensors[op.inputs[1]])]
-        if weights and weights[-1].buffer in gathered and len(weights) > DECODER_LAYER_WEIGHTS:
-            return {weight.buffer for weight in weights[-1 - DECODER_LAYER_WEIGHTS : -1]
-                    if weight.shape[0] <= weight.shape[1]}
-    return set()
 
 
 def _is_constant(parsed, tensor) -> bool:
@@ -184,16 +172,17 @@ def _share_equal_buffers(parsed) -> None:
     _drop_unused_buffers(parsed)
 
 
-def equalize_token_table(parsed) -> bool:
+def equalize_token_table(parsed) -> set[int]:
     """Scales each column j of the float token table [vocab, d] by c_j, so that every column's largest magnitude
     is the same, and divides the scales out where the table is read: a MUL by 1/c of the logits'
     FULLY_CONNECTED input, and of each GATHER's looked-up rows. The float results stay the same.
 
-    Why: int4 blocks of 32 along a row share one scale, set by their largest value. tiny.en's column 192 (where
-    the final layer norm puts a constant -11: a token prior) is 9x the median column's size, so it coarsens the
-    31 columns beside it in every row; equalized, the rounding error the table adds to the logits is 2.3x smaller
-    (0.34 instead of 0.79 rms, for unit layer norm inputs), the looked-up rows' too. False, nothing changed, if no
-    float table is read by those two operators alone."""
+    Why: an int4 block along a row shares one scale, set by its largest value. tiny.en's column 192 (where the
+    final layer norm puts a constant -11: a token prior) is 9x the median column's size, so it coarsens the
+    columns beside it in every row. Equalized, the rounding error the table adds to the logits (rms, for unit
+    layer norm outputs) is 0.34 instead of 0.79 in blocks of 32, and 0.41 instead of 1.40 in blocks of 128; the
+    looked-up rows' falls alike. Returns the tables' buffers: none, and nothing changed, if no float table is
+    read by those two operators alone."""
     tables: dict[int, tuple[int, ...]] = {}  # buffer -> shape of FULLY_CONNECTED weights a GATHER also reads
     readers = []
     for subgraph in parsed.subgraphs:
@@ -214,9 +203,9 @@ def equalize_token_table(parsed) -> bool:
         for op in subgraph.operators:
             if any(subgraph.tensors[i].buffer in tables for i in op.inputs if i >= 0) and \
                     (id(subgraph), id(op)) not in expected:
-                return False
+                return set()
     if not tables:
-        return False
+        return set()
     scales = None
     for buffer, shape in tables.items():
         table = np.frombuffer(bytes(parsed.buffers[buffer].data), np.float32).reshape(shape)
@@ -253,7 +242,7 @@ def equalize_token_table(parsed) -> bool:
                 op.outputs[0] = rows
                 operators += [op, scale]
         subgraph.operators = operators
-    return True
+    return set(tables)
 
 
 def _new_tensor(subgraph, name: bytes, shape, buffer: int = 0) -> int:
