@@ -505,8 +505,8 @@ DEFAULT_POLICY = {
 }
 
 
-# What `--quantize int4` does (docs/quantization.md): int4 text decoder, dynamic-int8 encoder. An int4 encoder
-# (`encoder=int4`) saves 3.8 MB more on tiny.en at the same WER, but ran slower on XNNPACK (AVX2).
+# What `--quantize int4` does (docs/quantization.md): int4 text decoder (`quantize_int4`), dynamic-int8 encoder.
+# An int4 encoder (`encoder=int4`) saves 2.2 MB more on tiny.en, at 5.31 % beam 5 WER instead of 3.06 %.
 # The graphs with the mel inside stay float32, as in the default policy.
 INT4_POLICY = {"features": "none", "encoder": "dynamic-int8", "pcm_encoder": "none", "whisper": "none",
                "vad": "none"}
