@@ -1,4 +1,4 @@
-"""Beam search against faster-whisper's: WER and wall time on the English clips, and the batched step's cost.
+"""Beam search against faster-whisper's: WER and wall time on the English clips, and the batched steps' cost.
 
 Run: .venv/bin/python benchmarks/beam.py BUNDLE [float32|int8]   (2 threads; the CTranslate2 weights are the
 bundled tiny.en's, so give a tiny.en bundle: fp32 with float32, the default policy with int8)
@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from whisper_tflite.audio import N_SAMPLES, load_audio
+from whisper_tflite.bundle import CHUNKS_MODEL
 from whisper_tflite.evaluation import error_rate, faster_whisper_transcribe, read_manifest
 from whisper_tflite.runtime import Transcriber
+from whisper_tflite.runtime.batched import ChunkRows
 from whisper_tflite.sources import bundled_ct2_folder
 
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -31,20 +33,21 @@ def timed(transcribe, clips, audio) -> tuple[list[str], float]:
 
 
 def step_times(bundle: str, audio: np.ndarray, offset: int, calls: int = 200) -> dict[str, float]:
-    """Best-of-5 mean ms of a decoder_step call and of a call of each batch model (with a beam permutation), at
-    `offset` filled slots."""
+    """Best-of-5 mean ms of a decoder_step call and of a call of each batch model (with a beam permutation), and
+    of batched transcription's decoder_chunks (every window the clip's), at `offset` filled slots."""
     transcriber = Transcriber(bundle, threads=THREADS)
     stepper = transcriber.stepper
-    stepper.begin(stepper.log_mel(audio[:N_SAMPLES]))
+    window = stepper.log_mel(audio[:N_SAMPLES])
+    stepper.begin(window)
     permutation = np.roll(np.arange(stepper.batch_size), 1)
 
-    def best(call) -> float:
+    def best(call, where=stepper) -> float:
         rounds = []
         for _ in range(5):
             start = time.perf_counter()
             for _ in range(calls):
                 call()
-                stepper.offset = offset
+                where.offset = offset
             rounds.append((time.perf_counter() - start) / calls * 1e3)
         return min(rounds)
 
@@ -55,6 +58,16 @@ def step_times(bundle: str, audio: np.ndarray, offset: int, calls: int = 200) ->
         stepper.fork(slots)
         times[f"{role} ({slots} slots)"] = best(lambda: stepper.step_batch(np.full(stepper.batch_size, 400),
                                                                            permutation))
+    if CHUNKS_MODEL in transcriber.bundle.models:
+        rows = ChunkRows(stepper)
+        for index in range(rows.chunks):
+            rows.encode(index, window)
+        count = rows.chunks * rows.beams
+        shifted = np.arange(count).reshape(rows.chunks, rows.beams)
+        shifted = np.roll(shifted, 1, axis=1).reshape(-1)  # each window's beams permuted among themselves
+        rows.offset = offset
+        times[f"{CHUNKS_MODEL} ({rows.chunks} windows x {rows.beams} beams, {rows.slots} slots)"] = best(
+            lambda: rows.step(np.full(count, 400), shifted), rows)
     return times
 
 

@@ -9,10 +9,11 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.tools import flatbuffer_utils
 
-from whisper_tflite.bundle import DEFAULT_MODELS, GREEDY_MODELS, sha256_of
+from whisper_tflite.bundle import sha256_of
 from whisper_tflite.evaluation import error_rate
 from whisper_tflite.runtime import Transcriber
 
+from .bundles import BUNDLES
 from .parity import assert_parity, bundle_greedy_tokens
 
 FLOAT_TYPES = {0: np.float32, 1: np.float16}
@@ -157,16 +158,20 @@ def test_default_bundle_size(default_bundle):
 
 @pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic-int8", None])
 def test_bundle_files_are_builtin_static_and_finite(quantize, tiny_bundle, fp16_bundle, default_bundle):
-    models = GREEDY_MODELS if quantize == "fp16" else DEFAULT_MODELS
     folder = _bundle_of(quantize, tiny_bundle, fp16_bundle, default_bundle)
+    models = BUNDLES[{"none": "tiny_bundle", "fp16": "fp16_bundle"}.get(quantize, "default_bundle")]["models"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert set(manifest["models"]) == set(models)
     assert manifest["tokenizer"]["sha256"] == sha256_of(folder / "tokenizer.json")
+    checked: dict[str, tuple] = {}  # file: its sha256, interpreter and weight bytes; the decoder roles share one
     for role, entry in manifest["models"].items():
         path = folder / entry["file"]
-        assert sha256_of(path) == entry["sha256"] and entry["bytes"] == path.stat().st_size
-        _check_model_file(path)
-        runner = Interpreter(model_path=str(path)).get_signature_runner(entry["signature"])
+        if entry["file"] not in checked:
+            _check_model_file(path)
+            checked[entry["file"]] = (sha256_of(path), Interpreter(model_path=str(path)), constant_bytes(path))
+        digest, interpreter, weights = checked[entry["file"]]
+        assert digest == entry["sha256"] and entry["bytes"] == path.stat().st_size
+        runner = interpreter.get_signature_runner(entry["signature"])
         inputs, outputs = TINY_EN_IO[role]
         assert {n: list(d["shape"]) for n, d in runner.get_input_details().items()} == inputs, role
         assert {n: list(d["shape"]) for n, d in runner.get_output_details().items()} == outputs, role
@@ -177,7 +182,6 @@ def test_bundle_files_are_builtin_static_and_finite(quantize, tiny_bundle, fp16_
 
         quantization = EXPECTED_PLAN[quantize][role]
         assert entry["quantization"] == quantization, role
-        weights = constant_bytes(path)
         total = sum(weights.values())
         expected_type = {"none": "float32", "fp16": "float16", "dynamic-int8": "int8"}[quantization]
         # Most weight bytes are of the quantized type (the encoder's float32 position table is 2.3 MB of 11).
@@ -205,7 +209,8 @@ def test_default_policy_per_role():
     assert quantization_plan("int4", ROLES) == {
         "features": "none", "encoder": "dynamic-int8", "decoder_step": "int4", "prefill": "int4",
         "decoder_batch": "int4", "decoder_batch_short": "int4", "decoder_chunks": "int4", "alignment": "int4",
-        "decoder": "int4", "pcm_encoder": "none", "encoder_decoder": "int4", "whisper": "none", "generator": "int4", "vad": "none"}
+        "decoder": "int4", "pcm_encoder": "none", "encoder_decoder": "int4", "whisper": "none", "generator": "int4",
+        "vad": "none"}
 
 
 def test_int8_scores_run_in_xnnpack_and_keep_the_attention():

@@ -162,26 +162,26 @@ def test_batched_matches_faster_whisper_batched(transcriber, tiny_en_ct2, gapped
 
 
 def test_batched_after_long_initial_prompts(transcriber, tiny_en_ct2, clip_named, audio_cache, monkeypatch):
-    """An earnings call (60 s, three chunks) after an initial prompt of 105 tokens, greedy, searched as rows (not
-    alone, as so few chunks would be): the rows' 128 cache slots fill after about 20 tokens and each chunk
-    finishes alone, on decoder_step; after one of 147 tokens, beam 5: too long for the rows, each chunk is searched
-    alone, on decoder_batch_short. Each within the bound of faster-whisper's batched transcription with the same
-    prompt (AMD EPYC, AVX2 only: 2.20 % vs 3.30 % and 3.30 % vs 4.40 %; a word is 1.1 points)."""
+    """jfk, one chunk, after an initial prompt of 105 tokens, greedy, searched as rows (not alone, as a chunk this
+    lonely would be): the rows' 128 cache slots fill after 21 tokens and it finishes alone, on decoder_step; after
+    one of 147 tokens, beam 5: too long for the rows, it is searched alone, on decoder_batch_short. The text as
+    faster-whisper's batched transcription gives it with the same prompt (AMD EPYC, AVX2 only: both without
+    error)."""
     from whisper_tflite.runtime import batched
 
-    clip = clip_named("en_earnings22_4482311_3_62.wav")
-    audio = audio_cache(clip)
+    clip = clip_named("en_jfk_whisper-cpp.wav")
     sentence = "Earnings call of the year 2021, results, revenue, margins, dividends, shareholders, Zoom meeting."
-    for repeats, beam_size, alone in ((5, 1, 2), (7, 5, batched.FEW_CHUNKS)):
+    for repeats, beam_size, alone in ((5, 1, 0), (7, 5, batched.FEW_CHUNKS)):
         monkeypatch.setattr(batched, "FEW_CHUNKS", alone)
         prompt = " ".join([sentence] * repeats)
-        ours = transcriber.transcribe(audio, batch_size=8, beam_size=beam_size, initial_prompt=prompt)
-        theirs = faster_whisper_batched(tiny_en_ct2, audio, "int8", beam_size=beam_size, initial_prompt=prompt)
+        ours = transcriber.transcribe(audio_cache(clip), batch_size=8, beam_size=beam_size, initial_prompt=prompt)
+        theirs = faster_whisper_batched(tiny_en_ct2, audio_cache(clip), "int8", beam_size=beam_size,
+                                        initial_prompt=prompt)
         ours_wer = error_rate([clip.reference], [ours.text], "en")
         theirs_wer = error_rate([clip.reference], [" ".join(s.text for s in theirs)], "en")
         print(f"\n{len(transcriber.tokenizer.encode(prompt))} prompt tokens, beam {beam_size}: WER {ours_wer:.2%} vs "
               f"faster-whisper {theirs_wer:.2%}")
-        assert len(ours.segments) == len(theirs) == 3
+        assert len(ours.segments) == len(theirs) == 1
         assert ours_wer <= theirs_wer + BATCHED_WER_EXCESS / 100
 
 
