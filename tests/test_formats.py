@@ -16,10 +16,10 @@ from whisper_tflite.runtime.formats import SubtitleLayout, cues, render
 from whisper_tflite.runtime.timing import Word
 
 SEGMENTS = [
-    Segment(0.0, 2.5, " And so, my fellow Americans,"),
-    Segment(2.5, 61.0015, " ask not"),  # rounds up to the next millisecond, and crosses a minute
-    Segment(3599.9996, 3725.25, " what your country can do for you."),  # rounds to 01:00:00.000, past an hour
-    Segment(36000.0, 36001.0, " Ten hours in: «ünïcödé» and a line\nbreak."),
+    Segment(0.0, 2.5, " And so, my fellow Americans,", id=0),
+    Segment(2.5, 61.0015, " ask not", id=1),  # rounds up to the next millisecond, and crosses a minute
+    Segment(3599.9996, 3725.25, " what your country can do for you.", id=2),  # rounds to 01:00:00.000, past an hour
+    Segment(36000.0, 36001.0, " Ten hours in: «ünïcödé» and a line\nbreak.", id=3),
 ]
 RESULT = TranscriptionResult(text="".join(s.text for s in SEGMENTS).strip(), language="en",
                              language_probability=1.0, segments=SEGMENTS, duration=36001.0)

@@ -101,7 +101,7 @@ def test_int4_token_table_columns_are_scaled_back(int4_bundle, tiny_en):
                 assert code(divide) == MUL, subgraph.name
                 divisors.add(bytes(model.buffers[subgraph.tensors[divide.inputs[1]].buffer].data))
                 readers += 1
-    assert len(divisors) == 1 and readers == 8  # 5 look-ups; logits in 3 signatures (not prefill, alignment)
+    assert len(divisors) == 1 and readers == 10  # 6 look-ups; logits in 4 signatures (not prefill, alignment)
     inverse = np.frombuffer(divisors.pop(), np.float32)
     packed = np.asarray(model.buffers[table.buffer].data, np.uint8)
     codes = np.stack([packed & 15, packed >> 4], axis=-1).reshape(-1).astype(np.int8)
