@@ -18,7 +18,7 @@ def bundle_greedy_tokens(transcriber, audio, language):
     prompt = tokenizer.prompt(language, "transcribe", timestamps=False)
     stepper = transcriber.stepper
     stepper.begin(stepper.log_mel(audio[:N_SAMPLES]))
-    result = decode_window(stepper, tokenizer, logit_filter, prompt, sample_len=stepper.n_ctx - len(prompt))
+    result = decode_window(stepper, tokenizer, logit_filter, prompt, max_length=stepper.n_ctx - len(prompt))
     ended = len(prompt) + len(result.tokens) < stepper.n_ctx
     return prompt + result.tokens + ([tokenizer.special.eot] if ended else [])
 

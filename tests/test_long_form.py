@@ -129,9 +129,11 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
     prompt fed one decoder step at a time, on real prompts: the transcript so far, timestamps included."""
     from whisper_tflite.audio import N_SAMPLES
     from whisper_tflite.runtime.decoding import decode_window
+    from whisper_tflite.runtime.transcriber import TranscriptionOptions, logit_filter
 
     transcriber = transcribers[system]
     stepper, tokenizer, decoder = transcriber.stepper, transcriber.tokenizer, transcriber.decoder
+    rules = logit_filter(tokenizer, TranscriptionOptions(), decoder.suppress, decoder.begin_suppress, timestamps=True)
     recording = recordings["a"]
     transcript = transcriber.transcribe(recording.audio[: 90 * 16000], beam_size=1, best_of=1)
     start_sequence = tokenizer.prompt("en", "transcribe", timestamps=True)
@@ -151,7 +153,7 @@ def test_prefill_equals_one_token_at_a_time(system, recordings, transcribers):
                 stepper.prefill(prompt[: len(previous) + 1])
                 caches.append({name: stepper.decoder.input_view(name)[:, : len(previous) + 1].copy()
                                for name in stepper.rows.values()})
-                results.append(decode_window(stepper, tokenizer, decoder.filter, prompt))
+                results.append(decode_window(stepper, tokenizer, rules, prompt))
             finally:
                 stepper.use_prefill = True
         difference = max(float(np.abs(rows - caches[1][name]).max()) for name, rows in caches[0].items())

@@ -4,13 +4,16 @@ chunks at once on the bundle's decoder_chunks model.
 
 As faster-whisper's pipeline: the VAD options default to max_speech_duration_s=30 and min_silence_duration_ms=160;
 each chunk's log-mel is normalized on its own and zero-padded to 30 s; the language, when it must be detected, is
-that of the first 30 s of the chunks' log-mels; the prompt is the initial prompt's tokens (without the leading
-space the sequential path adds) and the start-of-transcript sequence with <|notimestamps|>; every chunk is beam
-searched (greedy with beam_size 1) at temperature 0, without fallback, and gives one segment from its start to its
-end, mapped back to the original audio; words are aligned chunk by chunk.
+that of the first 30 s of the chunks' log-mels (with `multilingual`, each chunk's own); the prompt is the hotwords
+and the initial prompt's tokens (without the leading space the sequential path adds) and the start-of-transcript
+sequence with <|notimestamps|>; every chunk is beam searched (greedy with beam_size 1) at temperature 0, without
+fallback, with the logit options (suppress_tokens, suppress_blank, repetition_penalty, no_repeat_ngram_size) and
+max_new_tokens, and gives one segment from its start to its end, mapped back to the original audio; words are
+aligned chunk by chunk. The prefix, max_initial_timestamp and hallucination_silence_threshold do nothing, as there.
 
 Where it deliberately differs: chunks whose text is empty give no segment (faster-whisper yields an empty one);
-times are mapped back to the millisecond, and words are clamped into their segment (as in the sequential path).
+times are mapped back to the millisecond, and words are clamped into their segment (as in the sequential path);
+chunks are always decoded without timestamps (faster-whisper's default there: without_timestamps=True).
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from ..bundle import CHUNKS_MODEL
 from ..errors import UsageError
 from ..tokens import WhisperTokenizer
-from .decoding import (BeamSearch, DecodingResult, LogitFilter, detect_language, feed_prompt, logsumexp,
-                       max_new_tokens)
+from .decoding import BeamSearch, DecodingResult, LogitFilter, detect_language, feed_prompt, length_limit, logsumexp
 from .models import LiteRtModel, TfliteStepper, open_compiled, step_rows
 from .timing import add_word_timestamps
 from .vad import VadOptions, collect_chunks
@@ -138,7 +140,9 @@ class BatchedDecoder:
                  begin_suppress: list[int]):
         self.stepper = stepper
         self.tokenizer = tokenizer
-        self.filter = LogitFilter(tokenizer, suppress, begin_suppress, timestamps=False)
+        self.suppress = suppress  # the checkpoint's suppress_tokens (-1) and begin_suppress_tokens (blank)
+        self.begin_suppress = begin_suppress
+        self.filter: LogitFilter | None = None  # the logit rules of the transcription under way
         self._rows: ChunkRows | None = None
 
     @property
@@ -181,37 +185,41 @@ class BatchedDecoder:
         self.stepper.begin(Chunk(0.0, 0.0, log_mel).window)
         return detect_language(self.stepper, self.tokenizer, self.tokenizer.languages)[0]
 
-    def decode(self, chunks: list[Chunk], prompt: list[int], beam_size: int, patience: float,
-               length_penalty: float) -> list[DecodingResult]:
-        """Each chunk's best hypothesis after `prompt`, up to `rows.chunks` chunks at once. The chunks searching
-        as rows finish one at a time on the stepper's models, whose call costs a fraction of the rows', once only a
-        few are left (`FEW_CHUNKS`) or the rows' cache slots are full; a batch of a few chunks, or one after an
-        initial prompt too long for the rows, searches that way from the start."""
-        rows, eot = self.rows, self.tokenizer.special.eot
-        max_length = max_new_tokens(prompt, self.stepper.n_ctx)
+    def decode(self, chunks: list[Chunk], prompts: list[list[int]], beam_size: int, patience: float,
+               length_penalty: float, max_new_tokens: int | None = None) -> list[DecodingResult]:
+        """Each encoded chunk's (`encode`) best hypothesis after its prompt (`prompts`, of one length: they differ
+        in the language at most), up to `rows.chunks` chunks at once, at most CTranslate2's `max_length` tokens
+        long (`decoding.length_limit`). The chunks searching as rows finish one at a time on the stepper's models,
+        whose call costs a fraction of the rows', once only a few are left (`FEW_CHUNKS`) or the rows' cache slots
+        are full; a batch of a few chunks, or one after an initial prompt too long for the rows, searches that way
+        from the start."""
+        rows, eot, length = self.rows, self.tokenizer.special.eot, len(prompts[0])
+        max_length = length_limit(length, self.stepper.n_ctx, max_new_tokens=max_new_tokens)
         searches = [BeamSearch(beam_size, patience, max_length, eot) for _ in chunks]
-        for index, chunk in enumerate(chunks):
-            rows.encode(index, chunk.window)
-        if len(prompt) >= rows.slots or len(chunks) <= FEW_CHUNKS:
-            no_speech_probs = [self._search_alone(index, search, prompt) for index, search in enumerate(searches)]
+        if length >= rows.slots or len(chunks) <= FEW_CHUNKS:
+            no_speech_probs = [self._search_alone(index, search, prompts[index])
+                               for index, search in enumerate(searches)]
         else:
-            no_speech_probs = self._search_as_rows(searches, prompt)
+            no_speech_probs = self._search_as_rows(searches, prompts)
         return [search.best(length_penalty, self.tokenizer, float(p)) for search, p in zip(searches, no_speech_probs)]
 
-    def _search_as_rows(self, searches: list[BeamSearch], prompt: list[int]) -> np.ndarray:
+    def _search_as_rows(self, searches: list[BeamSearch], prompts: list[list[int]]) -> np.ndarray:
         """The searches of the encoded chunks, a chunk's beams as its rows; -> the chunks' no-speech
         probabilities."""
         rows, special = self.rows, self.tokenizer.special
-        sot_index = prompt.index(special.sot)
+        sot_index = prompts[0].index(special.sot)
         rows.offset = 0
         if sot_index:  # the initial prompt, a window at a time on the stepper's prefill
             for index in range(len(searches)):
                 rows.hold(index)
-                self.stepper.prefill(prompt[:sot_index])
+                self.stepper.prefill(prompts[index][:sot_index])
                 rows.take_prefix(index)
             rows.offset = sot_index
-        for position, token in enumerate(prompt[sot_index:]):
-            logits = rows.step(np.full(rows.chunks * rows.beams, token))
+        # each row's prompt from start-of-transcript on; the rows of no chunk take the first chunk's
+        starts = np.array([prompt[sot_index:] for prompt in prompts]
+                          + [prompts[0][sot_index:]] * (rows.chunks - len(prompts)))
+        for position in range(starts.shape[1]):
+            logits = rows.step(np.repeat(starts[:, position], rows.beams))
             if position == 0:  # read at start-of-transcript
                 firsts = logits[:: rows.beams].astype(np.float64)
                 no_speech_probs = np.exp(firsts[:, special.no_speech] - logsumexp(firsts))
@@ -283,7 +291,7 @@ class BatchedDecoder:
             step = search.advance(self.filter.rows(logits, search.sequences))
 
     def add_words(self, index: int, segment, chunk: Chunk, start_sequence: list[int], language: str,
-                  last_speech_timestamp: float) -> None:
+                  last_speech_timestamp: float, options) -> None:
         """The words of a chunk's segment, from one alignment call on its window (held back from the rows)."""
         special = self.tokenizer.special
         text = [t for t in segment.tokens if t < special.eot]
@@ -294,7 +302,8 @@ class BatchedDecoder:
             return
         add_word_timestamps([segment], weights, self.tokenizer, len(start_sequence),
                             int(math.ceil(chunk.duration) * FRAMES_PER_SECOND), chunk.seek / FRAMES_PER_SECOND,
-                            language, last_speech_timestamp)
+                            language, last_speech_timestamp, options.prepend_punctuations,
+                            options.append_punctuations)
 
     def transcribe(self, audio: np.ndarray, speech: list[dict], language: str | None, task: str, options,
                    progress: Callable[[int, int], None] | None = None) -> TranscriptionResult:
@@ -304,22 +313,35 @@ class BatchedDecoder:
         from .transcriber import Segment, TranscriptionResult, restore_speech_timestamps
 
         self.check(options.batch_size, options.beam_size)
-        special = self.tokenizer.special
+        from .transcriber import logit_filter, previous_text
+
+        tokenizer = self.tokenizer
+        self.filter = logit_filter(tokenizer, options, self.suppress, self.begin_suppress, timestamps=False)
         chunks = self.chunks(audio, speech)
         # Without speech, the language is still detected, on the audio's first 30 s (as with the VAD filter).
         first = chunks or [Chunk(0.0, 0.0, self.stepper.whole_log_mel(audio[: CHUNK_LENGTH * SAMPLE_RATE]))]
         language, language_probability = self.language(first, language)
-        start_sequence = self.tokenizer.prompt(language, task, timestamps=True)
-        prompt = start_sequence + [special.no_timestamps]
-        if options.initial_prompt is not None:
-            previous = self.tokenizer.encode(options.initial_prompt)[-(self.stepper.n_ctx // 2 - 1) :]
-            prompt = [special.sot_prev] + previous + prompt
+        previous = [] if options.initial_prompt is None else tokenizer.encode(options.initial_prompt)
+        head = previous_text(tokenizer, options.hotwords, previous, self.stepper.n_ctx // 2 - 1)
+        if options.max_new_tokens is not None and \
+                len(head) + len(tokenizer.prompt(language, task, False)) + options.max_new_tokens > self.stepper.n_ctx:
+            raise UsageError(f"max_new_tokens {options.max_new_tokens}: with the prompt it passes the model's "
+                             f"{self.stepper.n_ctx}-token context; lower it")  # faster-whisper's ValueError
         segments: list[Segment] = []
         last_speech_timestamp = 0.0
         frames = [chunk.log_mel.shape[1] for chunk in chunks]
         for first in range(0, len(chunks), options.batch_size):
             batch = chunks[first : first + options.batch_size]
-            results = self.decode(batch, prompt, options.beam_size, options.patience, options.length_penalty)
+            for index, chunk in enumerate(batch):
+                self.rows.encode(index, chunk.window)
+            languages = [language] * len(batch)
+            if options.multilingual and tokenizer.multilingual:  # each chunk's own, as faster-whisper's
+                for index in range(len(batch)):
+                    self.rows.hold(index)
+                    languages[index] = detect_language(self.stepper, tokenizer, tokenizer.languages)[0][0]
+            prompts = [head + tokenizer.prompt(code, task, timestamps=False) for code in languages]
+            results = self.decode(batch, prompts, options.beam_size, options.patience, options.length_penalty,
+                                  options.max_new_tokens)
             for index, (chunk, result) in enumerate(zip(batch, results)):
                 if not result.text.strip():
                     continue
@@ -329,7 +351,8 @@ class BatchedDecoder:
                                   temperature=options.temperature[0], compression_ratio=result.compression_ratio,
                                   seek=chunk.seek, id=len(segments))
                 if options.word_timestamps:
-                    self.add_words(index, segment, chunk, start_sequence, language, last_speech_timestamp)
+                    self.add_words(index, segment, chunk, tokenizer.prompt(languages[index], task, timestamps=True),
+                                   languages[index], last_speech_timestamp, options)
                     if segment.words:
                         last_speech_timestamp = segment.end
                         for word in segment.words:  # the heuristics may stretch a word past its segment

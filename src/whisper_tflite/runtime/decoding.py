@@ -16,7 +16,7 @@ import numpy as np
 
 from ..tokens import WhisperTokenizer
 
-MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1.0 s
+DEFAULT_MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1.0 s
 
 
 class Stepper(Protocol):
@@ -83,53 +83,85 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class LogitFilter:
-    """Whisper's rules on the next-token logits: suppressed tokens, blank start, timestamp grammar."""
+    """Whisper's rules on the next-token logits, in CTranslate2's order: repetition penalty, repeated n-grams,
+    suppressed tokens, blank start (`begin_suppress`), timestamp grammar.
+
+    A sequence's first `sample_begin` tokens are a forced prefix: the blank-start and timestamp rules start after
+    it, and as in CTranslate2 (not openai/whisper) a window must start with a timestamp only without one."""
 
     def __init__(self, tokenizer: WhisperTokenizer, suppress: list[int], begin_suppress: list[int],
-                 timestamps: bool):
+                 timestamps: bool, max_initial_timestamp_index: int = DEFAULT_MAX_INITIAL_TIMESTAMP_INDEX,
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0):
         self.special = tokenizer.special
         self.suppress = np.asarray(sorted(set(suppress)), dtype=np.int64)
         self.begin_suppress = np.asarray(sorted(set(begin_suppress)), dtype=np.int64)
         self.timestamps = timestamps
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+        self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram_size = no_repeat_ngram_size
 
-    def __call__(self, logits: np.ndarray, sampled: list[int]) -> np.ndarray:
-        return self.rows(logits[np.newaxis], [sampled])[0]
+    def __call__(self, logits: np.ndarray, sampled: list[int], sample_begin: int = 0) -> np.ndarray:
+        return self.rows(logits[np.newaxis], [sampled], sample_begin)[0]
 
-    def rows(self, logits: np.ndarray, sequences: list[list[int]]) -> np.ndarray:
+    def rows(self, logits: np.ndarray, sequences: list[list[int]], sample_begin: int = 0) -> np.ndarray:
         """The rules on each row of logits [rows, vocab], row i continuing sequences[i] (the beams of a step);
         the whole-vocabulary passes run once for all rows."""
         logits = np.array(logits, dtype=np.float32)  # float32, as openai/whisper and CTranslate2 filter
-        logits[:, self.suppress] = -np.inf
         for row, sampled in zip(logits, sequences):
-            if not sampled:
+            if self.repetition_penalty != 1 and sampled:  # CTranslate2's: on the raw logits of the tokens so far
+                seen = np.unique(sampled)
+                row[seen] = np.where(row[seen] < 0, row[seen] * self.repetition_penalty,
+                                     row[seen] / self.repetition_penalty)
+            if self.no_repeat_ngram_size:
+                row[repeated_ngram_ends(sampled, self.no_repeat_ngram_size)] = -np.inf
+        logits[:, self.suppress] = -np.inf
+        weigh = np.zeros(len(logits), bool)  # rows where timestamps may outweigh the text
+        for i, (row, sampled) in enumerate(zip(logits, sequences)):
+            if len(sampled) == sample_begin:
                 row[self.begin_suppress] = -np.inf
             if self.timestamps:
-                self._timestamp_grammar(row, sampled)
-        if self.timestamps:
+                weigh[i] = self._timestamp_grammar(row, sampled[sample_begin:], sample_begin == 0)
+        if weigh.any():
             # Timestamps together outweigh any text token: take one. (Compared as logits: the softmax's
             # normalizer is the same on both sides.)
             begin = self.special.timestamp_begin
-            logits[logsumexp(logits[:, begin:]) > logits[:, :begin].max(axis=-1), :begin] = -np.inf
+            rows = np.flatnonzero(weigh)
+            outweigh = logsumexp(logits[rows, begin:]) > logits[rows, :begin].max(axis=-1)
+            logits[rows[outweigh], :begin] = -np.inf
         return logits
 
-    def _timestamp_grammar(self, logits: np.ndarray, sampled: list[int]) -> None:
+    def _timestamp_grammar(self, logits: np.ndarray, sampled: list[int], window_start: bool) -> bool:
+        """CTranslate2's `ApplyTimestampRules` on one row after `sampled` (the tokens after the prefix); -> whether
+        the timestamps' total may then outweigh the text (after text, or after an opening timestamp)."""
         begin, eot = self.special.timestamp_begin, self.special.eot
         logits[self.special.no_timestamps] = -np.inf
-        last_was_timestamp = len(sampled) >= 1 and sampled[-1] >= begin
-        penultimate_was_timestamp = len(sampled) < 2 or sampled[-2] >= begin
-        if last_was_timestamp:
-            if penultimate_was_timestamp:  # a pair is closed: text must follow
-                logits[begin:] = -np.inf
-            else:  # an open timestamp must be closed (or the text ended)
-                logits[:eot] = -np.inf
-        stamps = [t for t in sampled if t >= begin]
-        if stamps:
-            # Timestamps never decrease, and a segment has a nonzero length.
-            last = stamps[-1] if last_was_timestamp and not penultimate_was_timestamp else stamps[-1] + 1
-            logits[begin:last] = -np.inf
         if not sampled:
-            logits[:begin] = -np.inf  # a window starts with a timestamp
-            logits[begin + MAX_INITIAL_TIMESTAMP_INDEX + 1 :] = -np.inf
+            if window_start:  # a window starts with a timestamp, at most max_initial_timestamp in
+                logits[:begin] = -np.inf
+                logits[begin + self.max_initial_timestamp_index + 1 :] = -np.inf
+            return False
+        last = sampled[-1]
+        if last >= begin:
+            if len(sampled) < 2 or sampled[-2] >= begin:  # a pair is closed: text must follow
+                logits[begin:] = -np.inf
+                return False
+            logits[:eot] = -np.inf  # an open timestamp must be closed (or the text ended), not before itself
+            logits[begin:last] = -np.inf
+            return True
+        stamp = next((t for t in reversed(sampled) if t >= begin), None)
+        if stamp is not None:  # timestamps never decrease, and a segment has a nonzero length
+            logits[begin : stamp + 1] = -np.inf
+        return True
+
+
+def repeated_ngram_ends(sequence: list[int], size: int) -> np.ndarray:
+    """The tokens that would repeat an n-gram of `size` tokens already in the sequence (CTranslate2's
+    `NoRepeatNgram`: after each earlier occurrence of the last size - 1 tokens, the token that followed)."""
+    if len(sequence) < size:
+        return np.zeros(0, np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(sequence, np.int64), size)
+    tail = windows[-1, 1:]
+    return windows[(windows[:, :-1] == tail).all(axis=1), -1]
 
 
 def detect_language(stepper: Stepper, tokenizer: WhisperTokenizer,
@@ -150,21 +182,23 @@ def decode_window(
     prompt: list[int],
     temperature: float = 0.0,
     rng: np.random.Generator | None = None,
-    sample_len: int | None = None,
+    max_length: int | None = None,
+    prefix: list[int] = (),
 ) -> DecodingResult:
-    """Decodes the begun window after `prompt` (previous text and start-of-transcript sequence).
+    """Decodes the begun window after `prompt` (previous text and start-of-transcript sequence) and the forced
+    `prefix` tokens, which open the result with a log-probability of 0 each (as CTranslate2's prefix).
 
-    At most `sample_len` tokens are sampled, by default as many as the context has room for (as faster-whisper;
-    openai/whisper stops at half the context).
+    The result holds at most `max_length` tokens, the prefix's included, by default as many as the context has
+    room for (as faster-whisper; openai/whisper stops at half the context).
     """
     special = tokenizer.special
-    logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt)
-    sample_len = sample_len or stepper.n_ctx - len(prompt)
-    sampled: list[int] = []
-    logprobs: list[float] = []
+    logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt + list(prefix))
+    max_length = max_length or stepper.n_ctx - len(prompt)
+    sampled: list[int] = list(prefix)
+    logprobs: list[float] = [0.0] * len(prefix)
     sum_logprob = 0.0
     while True:
-        filtered = logit_filter(logits, sampled)
+        filtered = logit_filter(logits, sampled, len(prefix))
         if temperature == 0.0:
             token = int(np.argmax(filtered))
         else:
@@ -176,7 +210,7 @@ def decode_window(
             break
         sampled.append(token)
         logprobs.append(logprob)
-        if len(sampled) >= sample_len or len(prompt) + len(sampled) >= stepper.n_ctx:
+        if len(sampled) >= max_length or len(prompt) + len(sampled) >= stepper.n_ctx:
             break
         logits = stepper.step(token)
     return DecodingResult(
@@ -203,10 +237,12 @@ def feed_prompt(stepper: Stepper, tokenizer: WhisperTokenizer, prompt: list[int]
     return logits, no_speech_prob
 
 
-def max_new_tokens(prompt: list[int], n_ctx: int) -> int:
-    """CTranslate2's limit for Whisper: half the context, or what the prompt leaves of it (its last token is the
-    first one the search feeds)."""
-    return min(n_ctx // 2, n_ctx - len(prompt) + 1)
+def length_limit(prompt_length: int, n_ctx: int, prefix_length: int = 0, max_new_tokens: int | None = None) -> int:
+    """CTranslate2's limit on the tokens a window's result holds, a prefix's included: half its max_length, or
+    what the prompt leaves of it (the prompt's last token is the first one the search feeds). Its max_length is
+    the context, or with faster-whisper's `max_new_tokens` the prompt and prefix plus that many."""
+    total = n_ctx if max_new_tokens is None else prompt_length + prefix_length + max_new_tokens
+    return min(total // 2, total - prompt_length + 1)
 
 
 def max_finished_hypotheses(beam_size: int, patience: float) -> int:
@@ -265,17 +301,21 @@ class BeamSearch:
     hypotheses are finished, or at `max_length` tokens (where the live beams count as finished). The hypothesis
     with the best cumulative log-probability / length ** length_penalty wins.
 
+    A forced `prefix` opens every hypothesis with a log-probability of 0 and counts in `max_length`; as in
+    CTranslate2, an end-of-text right after it finishes only the best candidate (the others become dead beams).
+
     The caller runs the model: `advance` takes the live beams' filtered logits (at first the prompt's single
     sequence) and says which beams go on with which tokens."""
 
-    def __init__(self, beam_size: int, patience: float, max_length: int, eot: int):
+    def __init__(self, beam_size: int, patience: float, max_length: int, eot: int, prefix: list[int] = ()):
         self.beam_size, self.max_length, self.eot = beam_size, max_length, eot
         self.max_finished = max_finished_hypotheses(beam_size, patience)
-        self.sequences: list[list[int]] = [[]]  # the live beams' tokens
-        self.logprobs: list[list[float]] = [[]]
+        self.prefix_length = len(prefix)
+        self.sequences: list[list[int]] = [list(prefix)]  # the live beams' tokens
+        self.logprobs: list[list[float]] = [[0.0] * len(prefix)]
         self.scores = np.zeros(1, np.float32)
         self.finished: list[Hypothesis] = []
-        self.steps = 0
+        self.steps = len(prefix)
 
     def advance(self, filtered: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """`filtered`: the live beams' filtered logits [beams, vocab]. Returns the next step's beams, each as the
@@ -283,8 +323,11 @@ class BeamSearch:
         beam_size, eot = self.beam_size, self.eot
         candidates = 2 * beam_size
         beams, tokens, gains, totals = _top_extensions(filtered, self.scores, candidates)
+        if 0 < self.prefix_length == self.steps:
+            dead = np.flatnonzero(tokens[1:] == eot) + 1
+            tokens[dead], totals[dead] = 0, -1e10
         self.steps += 1
-        last_step = self.steps == self.max_length
+        last_step = self.steps >= self.max_length
         chosen, secondary = [], beam_size
         for k in range(beam_size):
             pick = k
@@ -309,18 +352,22 @@ class BeamSearch:
 
 
 def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
-                beam_size: int, patience: float = 1.0, length_penalty: float = 1.0) -> DecodingResult:
-    """`BeamSearch` on the begun window, at most `max_new_tokens` long. The first step extends the prompt's single
-    sequence; then the beams are the rows of `stepper.step_batch`."""
-    logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt)
-    search = BeamSearch(beam_size, patience, max_new_tokens(prompt, stepper.n_ctx), tokenizer.special.eot)
+                beam_size: int, patience: float = 1.0, length_penalty: float = 1.0, max_length: int | None = None,
+                prefix: list[int] = ()) -> DecodingResult:
+    """`BeamSearch` on the begun window after `prompt` and `prefix`, at most `max_length` tokens long (by default
+    CTranslate2's `max_length`). The first step extends the prompt's single sequence; then the beams are the rows
+    of `stepper.step_batch`."""
+    logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt + list(prefix))
+    max_length = max_length or length_limit(len(prompt), stepper.n_ctx)
+    search = BeamSearch(beam_size, patience, max_length, tokenizer.special.eot, prefix)
     rows = logits[np.newaxis]
     padding = stepper.batch_size - beam_size  # spare rows repeat the first beam; their logits are dropped
-    while (going := search.advance(logit_filter.rows(rows, search.sequences))) is not None:
+    first = True
+    while (going := search.advance(logit_filter.rows(rows, search.sequences, len(prefix)))) is not None:
         origins, next_tokens = going
-        if search.steps == 1:
+        if first:
             stepper.fork(len(prompt) + search.max_length - 1)  # the last step feeds no token
-            origins = None
+            origins, first = None, False
         else:
             origins = np.concatenate([origins, np.repeat(origins[:1], padding)])
         rows = stepper.step_batch(np.concatenate([next_tokens, np.repeat(next_tokens[:1], padding)]),
@@ -329,26 +376,28 @@ def beam_search(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: Log
 
 
 def sample_best_of(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: LogitFilter, prompt: list[int],
-                   temperature: float, rng: np.random.Generator, best_of: int,
-                   length_penalty: float = 1.0) -> DecodingResult:
+                   temperature: float, rng: np.random.Generator, best_of: int, length_penalty: float = 1.0,
+                   max_length: int | None = None, prefix: list[int] = ()) -> DecodingResult:
     """`best_of` independent samples at `temperature` over the whole vocabulary (CTranslate2's `GreedySearch`
-    with `num_hypotheses=best_of`, `sampling_topk=0`); the best by cumulative log-probability / length **
-    length_penalty wins. The samples run as rows of `stepper.step_batch`, `batch_size` at a time."""
+    with `num_hypotheses=best_of`, `sampling_topk=0`), each after `prefix` and at most `max_length` tokens long
+    (by default CTranslate2's); the best by cumulative log-probability / length ** length_penalty wins. The
+    samples run as rows of `stepper.step_batch`, `batch_size` at a time."""
     eot = tokenizer.special.eot
-    max_length = max_new_tokens(prompt, stepper.n_ctx)
+    max_length = max_length or length_limit(len(prompt), stepper.n_ctx)
+    steps = max(1, max_length - len(prefix))
     samples: list[Hypothesis] = []
     while len(samples) < best_of:
         lanes = min(stepper.batch_size, best_of - len(samples))
-        logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt)
+        logits, no_speech_prob = feed_prompt(stepper, tokenizer, prompt + list(prefix))
         rows = np.repeat(logits[np.newaxis], lanes, axis=0)
-        sequences: list[list[int]] = [[] for _ in range(lanes)]
-        logprobs: list[list[float]] = [[] for _ in range(lanes)]
+        sequences: list[list[int]] = [list(prefix) for _ in range(lanes)]
+        logprobs: list[list[float]] = [[0.0] * len(prefix) for _ in range(lanes)]
         cumulative = np.zeros(lanes)
         alive = np.ones(lanes, bool)
-        for step in range(max_length):
+        for step in range(steps):
             tokens = np.full(stepper.batch_size, eot, np.int32)
             for lane in np.flatnonzero(alive):
-                filtered = logit_filter(rows[lane], sequences[lane])
+                filtered = logit_filter(rows[lane], sequences[lane], len(prefix))
                 probs = np.exp(log_softmax(filtered / temperature), dtype=np.float64)
                 token = int(rng.choice(len(probs), p=probs / probs.sum()))
                 logprob = float(filtered[token]) - logsumexp(filtered)
@@ -359,7 +408,7 @@ def sample_best_of(stepper: Stepper, tokenizer: WhisperTokenizer, logit_filter: 
                     alive[lane] = False
                 else:
                     sequences[lane].append(token)
-            if not alive.any() or step + 1 == max_length:
+            if not alive.any() or step + 1 == steps:
                 break
             if lanes == 1:  # one sample at a time on the single-sequence model
                 rows = stepper.step(int(tokens[0]))[np.newaxis]

@@ -170,10 +170,13 @@ def merge_punctuations(alignment: list[WordTiming], prepended: str = PREPEND_PUN
 
 
 def add_word_timestamps(segments: list, weights: np.ndarray, tokenizer: WhisperTokenizer, start_length: int,
-                        num_frames: int, time_offset: float, language: str, last_speech_timestamp: float) -> None:
+                        num_frames: int, time_offset: float, language: str, last_speech_timestamp: float,
+                        prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+                        append_punctuations: str = APPEND_PUNCTUATIONS) -> None:
     """Sets `words` on the segments of one window (faster-whisper's `add_word_timestamps`), moving a segment's
     start and end to its words' unless a word looks too long. `last_speech_timestamp`: where the speech before
-    this window ended (the caller keeps it, as faster-whisper's `generate_segments` does).
+    this window ended (the caller keeps it, as faster-whisper's `generate_segments` does). The punctuation sets
+    join the next and the previous word.
 
     Each segment needs `tokens` and `token_logprobs` (as sampled, timestamps included), `start` and `end`."""
     eot = tokenizer.special.eot
@@ -194,7 +197,7 @@ def add_word_timestamps(segments: list, weights: np.ndarray, tokenizer: WhisperT
                     alignment[i].end = alignment[i].start + max_duration
                 elif alignment[i - 1].word in SENTENCE_END_MARKS:
                     alignment[i].start = alignment[i].end - max_duration
-    merge_punctuations(alignment)
+    merge_punctuations(alignment, prepend_punctuations, append_punctuations)
 
     index = 0
     for segment, tokens in zip(segments, per_segment):

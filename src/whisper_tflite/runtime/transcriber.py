@@ -4,8 +4,10 @@ Follows faster-whisper's `generate_segments` (itself openai/whisper's `transcrib
 with timestamps after a prompt of the previous windows' tokens, timestamp tokens included; the next window
 starts at the end of the last complete segment; temperature fallback guards against repetition loops
 (compression ratio) and unsure output (average log-probability); windows the model calls silence are skipped.
-The options carry faster-whisper's names and defaults. faster-whisper on the same CTranslate2 weights is the
-oracle the tests hold this module against.
+The options carry faster-whisper's names and defaults, all of its `transcribe`'s: clips, a prefix, hotwords, the
+logit options (suppressed tokens, repetition penalty, repeated n-grams, the first timestamp's limit), windows
+without timestamps or each in its own language, skipped hallucinations. faster-whisper on the same CTranslate2
+weights is the oracle the tests hold this module against.
 
 Where this module deliberately differs from faster-whisper 1.2.1:
 - The log-mel is faster-whisper's (one STFT over the file, normalized by its loudest frame, sliced per window,
@@ -21,19 +23,23 @@ Where this module deliberately differs from faster-whisper 1.2.1:
   their segment (faster-whisper's heuristics can start its first word before it or end its last word after it).
 - With the VAD filter, times are mapped back to the original audio to the millisecond, not to 10 ms; on audio
   without speech, the language is still detected (on its first 30 s) when it is not given.
-- No `clip_timestamps`, `prefix`, `hotwords` or `hallucination_silence_threshold`.
+- The hotwords and the previous text share the prompt's n_text_ctx // 2 - 1 tokens (the prefill's width), the
+  previous text cut from its start; faster-whisper gives each that many.
+- A window's language detected with `multilingual` is not reported per segment (as in faster-whisper) but decides
+  its prompt and its words' split.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 
@@ -42,9 +48,9 @@ from ..bundle import CHUNKS_MODEL, TOKENIZER, Bundle
 from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode_window, detect_language,
-                       max_finished_hypotheses, sample_best_of)
+                       length_limit, max_finished_hypotheses, sample_best_of)
 from .batched import BatchedDecoder, batched_vad_options
-from .timing import Word, add_word_timestamps
+from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 from .vad import SpeechTimestampsMap, VadModel, VadOptions, collect_chunks, get_speech_timestamps
 
 # Audio quieter than -80 dBFS RMS holds no speech: decoding a window of it makes Whisper invent " you", and a
@@ -53,6 +59,9 @@ SILENCE_RMS = 1e-4
 MIN_SKIPPED_SILENCE = 200  # mel frames: shorter leading silence is decoded as it is
 SILENCE_MARGIN = 20  # mel frames of silence kept before the speech
 FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (0.02 s)
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
+# Words within this text are punctuation, which faster-whisper leaves out when it scores words as hallucinations
+HALLUCINATION_PUNCTUATION = PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,30 @@ class TranscriptionOptions:
     condition_on_previous_text: bool = True
     prompt_reset_on_temperature: float = 0.5
     initial_prompt: str | None = None
+    prefix: str | None = None  # the text the first window (at 0 s) starts with, forced
+    hotwords: str | None = None  # prompt text of every window, before the previous text; not with a prefix
     beam_size: int = 5  # at temperature 0; 1 is greedy decoding
     best_of: int = 5  # samples at each temperature above 0
     patience: float = 1.0  # beam search stops after round(beam_size * patience) finished hypotheses
     length_penalty: float = 1.0  # hypotheses rank by log-probability / length ** length_penalty
+    repetition_penalty: float = 1.0  # the logits of the tokens so far: / it if positive, * it if negative
+    no_repeat_ngram_size: int = 0  # no n-gram of this many tokens twice in a window (0: off)
+    suppress_blank: bool = True  # no blank (a space or end-of-text) first
+    # Token ids never sampled; -1 stands for the checkpoint's list (its non-speech symbols). The control tokens
+    # are added to a list, but an empty list (or None) suppresses nothing, as in faster-whisper.
+    suppress_tokens: tuple[int, ...] | None = (-1,)
+    without_timestamps: bool = False  # text tokens only: a window is one segment
+    max_initial_timestamp: float = 1.0  # seconds: the latest a window's first timestamp may be
+    max_new_tokens: int | None = None  # tokens a window decodes at most, as faster-whisper caps them
+    # Clips to transcribe: "start,end,start,end,..." in seconds or a list of them, the last end defaulting to the
+    # end of the audio; they replace the VAD filter.
+    clip_timestamps: str | tuple[float, ...] = "0"
+    multilingual: bool = False  # multilingual models: each window's language is detected anew
     word_timestamps: bool = False
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS  # word timestamps: these join the next word
+    append_punctuations: str = APPEND_PUNCTUATIONS  # and these the previous one
+    # With word timestamps: skip silences longer than this (seconds) around a likely hallucination
+    hallucination_silence_threshold: float | None = None
     vad_filter: bool = False  # decode only the speech Silero VAD finds, as faster-whisper's vad_filter
     vad_parameters: VadOptions | dict | None = None  # VadOptions or a dict of its fields; None: its defaults
     # Language detection (multilingual models, no language given): up to this many 30 s windows, until one's
@@ -102,6 +130,32 @@ class TranscriptionOptions:
         if not temperatures or any(not 0.0 <= t <= 2.0 for t in temperatures):
             raise UsageError(f"temperature must be a value or a list of values in 0..2, got {self.temperature!r}")
         object.__setattr__(self, "temperature", temperatures)
+        if self.suppress_tokens is not None:
+            tokens = (self.suppress_tokens,) if isinstance(self.suppress_tokens, int) else self.suppress_tokens
+            if isinstance(tokens, str) or any(isinstance(t, bool) or not isinstance(t, int) or t < -1
+                                              for t in tokens):
+                raise UsageError(f"suppress_tokens must be token ids (-1: the default set), got "
+                                 f"{self.suppress_tokens!r}")
+            object.__setattr__(self, "suppress_tokens", tuple(tokens))
+        object.__setattr__(self, "clip_timestamps", clip_times(self.clip_timestamps))
+        if self.batch_size is not None and not whole_audio(self.clip_timestamps):
+            raise UsageError("clip_timestamps: not with batch_size in whisper-tflite yet (batched transcription "
+                             "decodes the speech the VAD finds)")
+        for name, least in (("max_new_tokens", 1), ("no_repeat_ngram_size", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise UsageError(f"{name} must be a whole number of at least {least}, got {value!r}")
+        if not self.repetition_penalty > 0:  # as CTranslate2
+            raise UsageError(f"repetition_penalty must be more than 0, got {self.repetition_penalty!r}")
+        for name in ("max_initial_timestamp", "hallucination_silence_threshold"):
+            value = getattr(self, name)
+            if (value is not None or name == "max_initial_timestamp") and not (
+                    isinstance(value, (int, float)) and 0 <= value < math.inf):
+                raise UsageError(f"{name} must be a number of seconds, 0 or more, got {value!r}")
+        for name in ("prefix", "hotwords", "prepend_punctuations", "append_punctuations"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and (value is not None or name.endswith("punctuations")):
+                raise UsageError(f"{name} must be text, got {value!r}")
 
 
 @dataclass
@@ -160,13 +214,87 @@ def _segment_dict(segment: Segment) -> dict:
     return entry
 
 
-def suppressed_tokens(tokenizer: WhisperTokenizer, suppress: list[int]) -> list[int]:
-    """The checkpoint's suppress list plus the control tokens that never belong in a transcript (faster-whisper's
-    and openai's `suppress_tokens=[-1]`)."""
+def clip_times(clip_timestamps) -> tuple[float, ...]:
+    """`clip_timestamps` in seconds: "start,end,..." (or numbers) -> a tuple of floats."""
+    try:
+        if isinstance(clip_timestamps, str):
+            times = tuple(float(t) for t in clip_timestamps.split(",")) if clip_timestamps.strip() else ()
+        else:
+            times = tuple(float(t) for t in clip_timestamps)
+    except (TypeError, ValueError):
+        raise UsageError(f"clip_timestamps {clip_timestamps!r}: give start,end,start,end,... in seconds") from None
+    if any(not 0 <= t < math.inf for t in times):
+        raise UsageError(f"clip_timestamps {clip_timestamps!r}: times are seconds, 0 or more")
+    return times
+
+
+def whole_audio(clip_timestamps: tuple[float, ...]) -> bool:
+    """Whether the clips are the default, the whole audio (with which the VAD filter may run)."""
+    return clip_timestamps in ((), (0.0,))
+
+
+def _clips(times: tuple[float, ...], content_frames: int) -> list[tuple[int, int]]:
+    """faster-whisper's clips in mel frames: pairs of `times`, the last end the end of the audio."""
+    points = [round(t * FRAMES_PER_SECOND) for t in times] or [0]
+    if len(points) % 2:
+        points.append(content_frames)
+    return list(zip(points[::2], points[1::2]))
+
+
+def logit_filter(tokenizer: WhisperTokenizer, options: TranscriptionOptions, suppress: list[int],
+                 begin_suppress: list[int], timestamps: bool) -> LogitFilter:
+    """The logit rules of `options` (the checkpoint's `suppress` and `begin_suppress` lists: its
+    suppress_tokens=-1 and blank tokens), as faster-whisper hands them to CTranslate2."""
+    return LogitFilter(tokenizer, suppressed_tokens(tokenizer, options.suppress_tokens, suppress),
+                       begin_suppress if options.suppress_blank else [], timestamps,
+                       max_initial_timestamp_index=round(options.max_initial_timestamp / TIMESTAMP_STEP),
+                       repetition_penalty=options.repetition_penalty,
+                       no_repeat_ngram_size=options.no_repeat_ngram_size)
+
+
+def suppressed_tokens(tokenizer: WhisperTokenizer, suppress_tokens: tuple[int, ...] | None,
+                      default: list[int]) -> list[int]:
+    """faster-whisper's `get_suppressed_tokens`: the ids given, -1 standing for the checkpoint's list
+    (`default`), and the control tokens that never belong in a transcript; nothing for no ids."""
+    if not suppress_tokens:
+        return []
     special = tokenizer.special
     controls = [special.transcribe, special.translate, special.sot, special.sot_prev, special.sot_lm,
                 special.no_speech]
-    return sorted(set(suppress) | set(controls))
+    chosen = {t for t in suppress_tokens if t >= 0} | (set(default) if -1 in suppress_tokens else set())
+    return sorted(chosen | set(controls))
+
+
+def previous_text(tokenizer: WhisperTokenizer, hotwords: str | None, previous: list[int], room: int) -> list[int]:
+    """The prompt before the start sequence, as faster-whisper's `get_prompt` makes it: <|startofprev|>, the
+    hotwords' tokens and the previous text's, nothing if there are neither. They share `room` tokens (the
+    prefill's; faster-whisper gives each as many), the previous text cut from its start."""
+    hotwords = tokenizer.encode(" " + hotwords.strip())[:room] if hotwords else []
+    previous = previous[max(0, len(previous) - (room - len(hotwords))):]
+    return [tokenizer.special.sot_prev] + hotwords + previous if hotwords or previous else []
+
+
+@dataclass
+class _State:
+    """What a transcription's windows carry from one to the next."""
+
+    language: str
+    rng: np.random.Generator
+    rules: LogitFilter
+    all_tokens: list[int] = field(default_factory=list)  # the text so far, from the initial prompt on
+    prompt_reset_since: int = 0  # where the previous text of the prompt begins in it
+    last_speech_timestamp: float = 0.0
+    ids: Iterator[int] = field(default_factory=itertools.count)
+
+
+@dataclass
+class _Window:
+    """What one window decodes after: its prompt, forced prefix, and the start sequence its words align after."""
+
+    language: str
+    prompt: list[int]
+    prefix: list[int]
+    start_sequence: list[int]
 
 
 class LongFormDecoder:
@@ -176,8 +304,8 @@ class LongFormDecoder:
                  begin_suppress: list[int]):
         self.stepper = stepper
         self.tokenizer = tokenizer
-        self.filter = LogitFilter(tokenizer, suppressed_tokens(tokenizer, suppress), begin_suppress,
-                                  timestamps=True)
+        self.suppress = suppress  # the checkpoint's suppress_tokens (-1) and begin_suppress_tokens (blank)
+        self.begin_suppress = begin_suppress
 
     def check(self, options: TranscriptionOptions) -> None:
         """Refuses options this bundle cannot decode with."""
@@ -201,69 +329,102 @@ class LongFormDecoder:
                options: TranscriptionOptions = TranscriptionOptions(),
                progress: Callable[[int, int], None] | None = None,
                seed: int = 0) -> tuple[str, float, list[tuple[str, float]] | None, Iterator[Segment]]:
-        """The language (detected now if not given), its probability, every language's where it was detected,
-        and the segments as each window is decoded."""
+        """The language (detected now if not given, from the first clip's start), its probability, every
+        language's where it was detected, and the segments as each window is decoded."""
         self.check(options)
         log_mel = self.stepper.whole_log_mel(audio)
-        language, probability, probabilities = self.language(log_mel, language, options)
+        start = int(options.clip_timestamps[0] * FRAMES_PER_SECOND) if options.clip_timestamps else 0
+        start = start if start < log_mel.shape[1] else 0  # as faster-whisper
+        language, probability, probabilities = self.language(log_mel[:, start:], language, options)
         return language, probability, probabilities, self._segments(audio, log_mel, language, task, options,
                                                                     progress, seed)
 
     def _segments(self, audio: np.ndarray, log_mel: np.ndarray, language: str, task: str,
                   options: TranscriptionOptions, progress: Callable[[int, int], None] | None,
                   seed: int) -> Iterator[Segment]:
-        tokenizer = self.tokenizer
-        rng = np.random.default_rng(seed)
         content_frames = log_mel.shape[1]
-        duration = round(len(audio) / SAMPLE_RATE, 3)
-        start_sequence = tokenizer.prompt(language, task, timestamps=True)
-        max_previous = self.stepper.n_ctx // 2 - 1
-        ids = itertools.count()
-        all_tokens: list[int] = []
+        state = _State(language, np.random.default_rng(seed),
+                       logit_filter(self.tokenizer, options, self.suppress, self.begin_suppress,
+                                    timestamps=not options.without_timestamps))
         if options.initial_prompt is not None:
-            all_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
-        prompt_reset_since = 0
-        last_speech_timestamp = 0.0
-        seek = 0
-        while seek < content_frames:
-            previous_seek = seek
-            segment_frames = min(N_FRAMES, content_frames - seek)
-            silent = _leading_silence(audio[seek * HOP_LENGTH : (seek + segment_frames) * HOP_LENGTH])
-            if silent == segment_frames:
-                seek += segment_frames
-            elif silent >= MIN_SKIPPED_SILENCE:
-                seek += silent - SILENCE_MARGIN  # start the window just before the speech
-            else:
-                self.stepper.begin(_window(log_mel, seek, segment_frames))
-                previous = all_tokens[prompt_reset_since:][-max_previous:]
-                prompt = ([tokenizer.special.sot_prev] + previous if previous else []) + start_sequence
-                result, temperature = self._decode_with_fallback(prompt, options, rng)
-                if self._is_silence(result, options):
+            state.all_tokens = self.tokenizer.encode(" " + options.initial_prompt.strip())
+        for clip_start, clip_end in _clips(options.clip_timestamps, content_frames):
+            clip_end = min(clip_end, content_frames)
+            seek = clip_start
+            while seek < clip_end:
+                previous_seek = seek
+                segment_frames = min(N_FRAMES, clip_end - seek)
+                silent = _leading_silence(audio[seek * HOP_LENGTH : (seek + segment_frames) * HOP_LENGTH])
+                if silent == segment_frames:
                     seek += segment_frames
+                elif silent >= MIN_SKIPPED_SILENCE:
+                    seek += silent - SILENCE_MARGIN  # start the window just before the speech
                 else:
-                    window_seek = seek
-                    new_segments, seek, single_timestamp_ending = self._split(result, temperature, seek,
-                                                                              segment_frames)
-                    if options.word_timestamps:
-                        self._add_words(new_segments, start_sequence, segment_frames, window_seek, language,
-                                        last_speech_timestamp)
-                        last_word_end = _last_end(new_segments)
-                        # As faster-whisper: the next window starts after the last word, not the last timestamp.
-                        if not single_timestamp_ending and last_word_end is not None and \
-                                last_word_end > window_seek * HOP_LENGTH / SAMPLE_RATE:
-                            seek = round(last_word_end * SAMPLE_RATE / HOP_LENGTH)
-                        if last_word_end is not None:
-                            last_speech_timestamp = last_word_end
-                    kept = [s for s in new_segments if s.start != s.end and s.text.strip()]
-                    for segment in kept:
-                        all_tokens.extend(segment.tokens)
-                    if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
-                        prompt_reset_since = len(all_tokens)
-                    for segment in kept:
-                        segment.id = next(ids)
-                        yield _within(segment, duration)
-            if progress is not None:
-                progress(min(seek, content_frames) - previous_seek, content_frames)
+                    seek = yield from self._window_segments(state, log_mel, seek, segment_frames, task, options,
+                                                            round(len(audio) / SAMPLE_RATE, 3))
+                if progress is not None:
+                    progress(min(seek, content_frames) - previous_seek, content_frames)
+
+    def _window_segments(self, state: _State, log_mel: np.ndarray, seek: int, segment_frames: int, task: str,
+                         options: TranscriptionOptions, duration: float) -> Generator[Segment, None, int]:
+        """Decodes the window of `segment_frames` frames at `seek` and yields its segments; -> the next window's
+        first frame."""
+        self.stepper.begin(_window(log_mel, seek, segment_frames))
+        window = self._window_prompt(state.all_tokens[state.prompt_reset_since:], state.language, task, options,
+                                     first=seek == 0)
+        state.language = window.language
+        result, temperature = self._decode_with_fallback(window, options, state.rules, state.rng)
+        if self._is_silence(result, options):
+            return seek + segment_frames
+        segments, next_seek, single_timestamp_ending = self._split(result, temperature, seek, segment_frames)
+        if options.word_timestamps:
+            self._add_words(segments, window, segment_frames, seek, state.last_speech_timestamp, options)
+            last_word_end = _last_end(segments)
+            # As faster-whisper: the next window starts after the last word, not the last timestamp.
+            if not single_timestamp_ending and last_word_end is not None and \
+                    last_word_end > seek / FRAMES_PER_SECOND:
+                next_seek = round(last_word_end * FRAMES_PER_SECOND)
+            if options.hallucination_silence_threshold is not None:
+                skipped = _skip_hallucinations(segments, options.hallucination_silence_threshold, seek,
+                                               segment_frames, log_mel.shape[1], state.last_speech_timestamp)
+                if skipped is not None:
+                    next_seek, segments, leading = skipped
+                    if leading:  # silence, then a likely hallucination: the window again after the silence
+                        return next_seek
+            last_word_end = _last_end(segments)
+            if last_word_end is not None:
+                state.last_speech_timestamp = last_word_end
+        kept = [s for s in segments if s.start != s.end and s.text.strip()]
+        for segment in kept:
+            state.all_tokens.extend(segment.tokens)
+        if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
+            state.prompt_reset_since = len(state.all_tokens)
+        for segment in kept:
+            segment.id = next(state.ids)
+            yield _within(segment, duration)
+        return next_seek
+
+    def _window_prompt(self, previous: list[int], language: str, task: str, options: TranscriptionOptions,
+                       first: bool) -> _Window:
+        """faster-whisper's `get_prompt` for the begun window: the hotwords (unless a prefix is forced) and the
+        previous text (`previous_text`), then the start sequence in the window's language (detected on it with
+        `multilingual`); the prefix only in the window at 0 s."""
+        tokenizer, special = self.tokenizer, self.tokenizer.special
+        room = self.stepper.n_ctx // 2 - 1
+        if options.multilingual and tokenizer.multilingual:
+            language = detect_language(self.stepper, tokenizer, tokenizer.languages)[0][0]
+        prefix = tokenizer.encode(" " + options.prefix.strip())[:room] if options.prefix and first else []
+        prompt = previous_text(tokenizer, None if prefix else options.hotwords, previous, room)
+        start_sequence = tokenizer.prompt(language, task, timestamps=True)
+        if options.without_timestamps:
+            prompt += start_sequence + [special.no_timestamps]
+        else:
+            prompt += start_sequence
+            prefix = [special.timestamp_begin] + prefix if prefix else []
+        if len(prompt) + len(prefix) >= self.stepper.n_ctx:
+            raise UsageError(f"prefix: its {len(prefix)} tokens after a prompt of {len(prompt)} leave no room in the "
+                             f"model's {self.stepper.n_ctx}-token context; shorten it or the initial prompt")
+        return _Window(language, prompt, prefix, start_sequence)
 
     def language(self, log_mel: np.ndarray, language: str | None,
                  options: TranscriptionOptions = TranscriptionOptions(), whole_windows: bool = False
@@ -299,7 +460,7 @@ class LongFormDecoder:
             return False
         return options.log_prob_threshold is None or result.avg_logprob <= options.log_prob_threshold
 
-    def _decode_with_fallback(self, prompt: list[int], options: TranscriptionOptions,
+    def _decode_with_fallback(self, window: _Window, options: TranscriptionOptions, rules: LogitFilter,
                               rng: np.random.Generator) -> tuple[DecodingResult, float]:
         """Beam search (or greedy) first, then sampling at rising temperatures while the output looks like a loop
         or is unsure.
@@ -307,16 +468,25 @@ class LongFormDecoder:
         Returns the result and the last temperature tried (which decides whether the prompt is reset). If every
         temperature fails, the most confident attempt among those that are not loops wins, as in faster-whisper.
         """
+        prompt, prefix, n_ctx = window.prompt, window.prefix, self.stepper.n_ctx
+        max_length = None
+        if options.max_new_tokens is not None:
+            if len(prompt) + len(prefix) + options.max_new_tokens > n_ctx:  # faster-whisper's ValueError
+                raise UsageError(f"max_new_tokens {options.max_new_tokens}: with a window's "
+                                 f"{len(prompt) + len(prefix)} prompt and prefix tokens it passes the model's "
+                                 f"{n_ctx}-token context; lower it")
+            max_length = length_limit(len(prompt), n_ctx, len(prefix), options.max_new_tokens)
         attempts, not_loops = [], []
         for temperature in options.temperature:
             if temperature == 0 and options.beam_size > 1:
-                result = beam_search(self.stepper, self.tokenizer, self.filter, prompt, options.beam_size,
-                                     options.patience, options.length_penalty)
+                result = beam_search(self.stepper, self.tokenizer, rules, prompt, options.beam_size,
+                                     options.patience, options.length_penalty, max_length, prefix)
             elif temperature > 0 and options.best_of > 1:
-                result = sample_best_of(self.stepper, self.tokenizer, self.filter, prompt, temperature, rng,
-                                        options.best_of, options.length_penalty)
+                result = sample_best_of(self.stepper, self.tokenizer, rules, prompt, temperature, rng,
+                                        options.best_of, options.length_penalty, max_length, prefix)
             else:
-                result = decode_window(self.stepper, self.tokenizer, self.filter, prompt, temperature, rng)
+                result = decode_window(self.stepper, self.tokenizer, rules, prompt, temperature, rng, max_length,
+                                       prefix)
             needs_fallback = False
             if options.compression_ratio_threshold is not None:
                 if result.compression_ratio > options.compression_ratio_threshold:
@@ -332,10 +502,11 @@ class LongFormDecoder:
             attempts.append(result)
         return max(not_loops or attempts, key=lambda r: r.avg_logprob), options.temperature[-1]
 
-    def _add_words(self, segments: list[Segment], start_sequence: list[int], segment_frames: int, seek: int,
-                   language: str, last_speech_timestamp: float) -> None:
+    def _add_words(self, segments: list[Segment], window: _Window, segment_frames: int, seek: int,
+                   last_speech_timestamp: float, options: TranscriptionOptions) -> None:
         """Words of one window's segments, from one alignment call on the begun window (none without text)."""
         special = self.tokenizer.special
+        start_sequence = window.start_sequence
         text = [t for s in segments for t in s.tokens if t < special.eot]
         weights = None
         if text:
@@ -345,7 +516,8 @@ class LongFormDecoder:
                     segment.words = []
                 return
         add_word_timestamps(segments, weights, self.tokenizer, len(start_sequence), segment_frames,
-                                   seek * HOP_LENGTH / SAMPLE_RATE, language, last_speech_timestamp)
+                            seek * HOP_LENGTH / SAMPLE_RATE, window.language, last_speech_timestamp,
+                            options.prepend_punctuations, options.append_punctuations)
 
     def _split(self, result: DecodingResult, temperature: float, seek: int,
                segment_frames: int) -> tuple[list[Segment], int, bool]:
@@ -389,6 +561,65 @@ def _last_end(segments: list[Segment]) -> float | None:
     `get_end`)."""
     ends = [w.end for s in segments for w in s.words or []]
     return ends[-1] if ends else segments[-1].end if segments else None
+
+
+def _word_anomaly(word: Word) -> float:
+    """How unlike speech a word looks: improbable, very short or very long (openai/whisper's score)."""
+    duration = word.end - word.start
+    score = 1.0 if word.probability < 0.15 else 0.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def _is_anomaly(segment: Segment | None) -> bool:
+    """Whether a segment's first eight words (punctuation aside) look like a hallucination."""
+    if segment is None or not segment.words:
+        return False
+    words = [w for w in segment.words if w.word not in HALLUCINATION_PUNCTUATION][:8]
+    score = sum(_word_anomaly(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
+
+
+def _next_with_words(segments: list[Segment]) -> Segment | None:
+    return next((s for s in segments if s.words), None)
+
+
+def _skip_hallucinations(segments: list[Segment], threshold: float, seek: int, segment_frames: int,
+                         content_frames: int, last_speech_timestamp: float
+                         ) -> tuple[int, list[Segment], bool] | None:
+    """faster-whisper's (and openai/whisper's) `hallucination_silence_threshold` on a window decoded at `seek`
+    with words: None if nothing looks like a hallucination after a silence longer than `threshold` seconds; else
+    the next window's first frame, the segments kept, and whether the window is to be decoded again after its
+    leading silence (nothing kept)."""
+    time_offset = seek / FRAMES_PER_SECOND
+    window_end_time = (seek + N_FRAMES) / FRAMES_PER_SECOND
+    first = _next_with_words(segments)
+    if _is_anomaly(first):
+        gap = first.start - time_offset
+        if gap > threshold:
+            return seek + round(gap * FRAMES_PER_SECOND), [], True
+    last_end = last_speech_timestamp
+    for index, segment in enumerate(segments):
+        if not segment.words:
+            continue
+        if _is_anomaly(segment):
+            following = _next_with_words(segments[index + 1 :])
+            next_start = following.words[0].start if following is not None else \
+                time_offset + segment_frames / FRAMES_PER_SECOND
+            silence_before = (segment.start - last_end > threshold or segment.start < threshold
+                              or segment.start - time_offset < 2.0)
+            silence_after = (next_start - segment.end > threshold or _is_anomaly(following)
+                             or window_end_time - segment.end < 2.0)
+            if silence_before and silence_after:
+                next_seek = round(max(time_offset + 1, segment.start) * FRAMES_PER_SECOND)
+                if content_frames / FRAMES_PER_SECOND - segment.end < threshold:
+                    next_seek = content_frames
+                return next_seek, segments[:index], False
+        last_end = segment.end
+    return None
 
 
 def restore_speech_timestamps(segments: list[Segment], chunks: list[dict]) -> None:
@@ -512,11 +743,25 @@ class Transcriber:
         condition_on_previous_text: bool = TranscriptionOptions.condition_on_previous_text,
         prompt_reset_on_temperature: float = TranscriptionOptions.prompt_reset_on_temperature,
         initial_prompt: str | None = None,
+        prefix: str | None = None,
+        hotwords: str | None = None,
         beam_size: int = TranscriptionOptions.beam_size,
         best_of: int = TranscriptionOptions.best_of,
         patience: float = TranscriptionOptions.patience,
         length_penalty: float = TranscriptionOptions.length_penalty,
+        repetition_penalty: float = TranscriptionOptions.repetition_penalty,
+        no_repeat_ngram_size: int = TranscriptionOptions.no_repeat_ngram_size,
+        suppress_blank: bool = TranscriptionOptions.suppress_blank,
+        suppress_tokens: tuple[int, ...] | list[int] | None = TranscriptionOptions.suppress_tokens,
+        without_timestamps: bool = False,
+        max_initial_timestamp: float = TranscriptionOptions.max_initial_timestamp,
+        max_new_tokens: int | None = None,
+        clip_timestamps: str | tuple[float, ...] | list[float] = TranscriptionOptions.clip_timestamps,
+        multilingual: bool = False,
         word_timestamps: bool = False,
+        prepend_punctuations: str = TranscriptionOptions.prepend_punctuations,
+        append_punctuations: str = TranscriptionOptions.append_punctuations,
+        hallucination_silence_threshold: float | None = None,
         vad_filter: bool = False,
         vad_parameters: VadOptions | dict | None = None,
         language_detection_threshold: float | None = TranscriptionOptions.language_detection_threshold,
@@ -532,15 +777,23 @@ class Transcriber:
         its fields) is decoded, joined as faster-whisper joins it, and every time is mapped back to `audio`. With
         `batch_size`, faster-whisper's batched transcription (runtime/batched.py): that speech in chunks of up to
         30 s, decoded `batch_size` at a time, without previous text or timestamps, a segment a chunk; the options
-        that concern previous text and temperature fallback then do nothing, as in faster-whisper's.
+        that concern previous text, temperature fallback, timestamps, the prefix and hallucinations then do
+        nothing, as in faster-whisper's.
         """
         options = TranscriptionOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
-            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
-            beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
-            word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters,
+            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt, prefix=prefix,
+            hotwords=hotwords, beam_size=beam_size, best_of=best_of, patience=patience,
+            length_penalty=length_penalty, repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, suppress_blank=suppress_blank,
+            suppress_tokens=suppress_tokens, without_timestamps=without_timestamps,
+            max_initial_timestamp=max_initial_timestamp, max_new_tokens=max_new_tokens,
+            clip_timestamps=clip_timestamps, multilingual=multilingual, word_timestamps=word_timestamps,
+            prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
+            hallucination_silence_threshold=hallucination_silence_threshold, vad_filter=vad_filter,
+            vad_parameters=vad_parameters,
             language_detection_threshold=language_detection_threshold,
             language_detection_segments=language_detection_segments, batch_size=batch_size)
         stream = self.stream(audio, language, task, sample_rate, options, progress)
@@ -565,8 +818,8 @@ class Transcriber:
                 with self._vad_lock:
                     speech_chunks = get_speech_timestamps(samples, self.vad, options.vad_parameters)
                 if worker not in self._batched:
-                    self._batched[worker] = BatchedDecoder(worker.stepper, self.tokenizer, worker.filter.suppress,
-                                                           worker.filter.begin_suppress)
+                    self._batched[worker] = BatchedDecoder(worker.stepper, self.tokenizer, worker.suppress,
+                                                           worker.begin_suppress)
                 result = self._batched[worker].transcribe(samples, speech_chunks, language, task, options, progress)
                 self._free.put(worker)
                 spoken = sum(chunk["end"] - chunk["start"] for chunk in speech_chunks) / SAMPLE_RATE
@@ -574,7 +827,7 @@ class Transcriber:
                                            iter(result.segments))
             chunks = None
             speech = samples
-            if options.vad_filter:
+            if options.vad_filter and whole_audio(options.clip_timestamps):  # clips replace the VAD filter
                 with self._vad_lock:  # one VAD model for every worker: it runs in a moment
                     chunks = get_speech_timestamps(samples, self.vad, options.vad_parameters)
                 speech = np.concatenate(collect_chunks(samples, chunks)[0])
