@@ -160,6 +160,9 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
                           help="prompt each window with the text before it [on]")
     decoding.add_argument("--initial-prompt", metavar="TEXT",
                           help="text to prompt the first window with (names, spelling, style)")
+    decoding.add_argument("--prefix", metavar="TEXT", help="text the first window's transcript starts with")
+    decoding.add_argument("--hotwords", metavar="TEXT",
+                          help="words or phrases to prompt every window with (not with --prefix)")
     decoding.add_argument("--beam-size", type=int, default=TranscriptionOptions.beam_size, metavar="N",
                           help=f"beam search width at temperature 0; 1 is greedy [{TranscriptionOptions.beam_size}]")
     decoding.add_argument("--best-of", type=int, default=TranscriptionOptions.best_of, metavar="N",
@@ -170,6 +173,39 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
     decoding.add_argument("--length-penalty", type=float, default=TranscriptionOptions.length_penalty,
                           metavar="X", help="hypotheses rank by log-probability / length ** X "
                                             f"[{TranscriptionOptions.length_penalty:g}]")
+    decoding.add_argument("--repetition-penalty", type=float, default=TranscriptionOptions.repetition_penalty,
+                          metavar="X", help="penalize the tokens already decoded by X (above 1 discourages them) "
+                                            f"[{TranscriptionOptions.repetition_penalty:g}]")
+    decoding.add_argument("--no-repeat-ngram-size", type=int, default=TranscriptionOptions.no_repeat_ngram_size,
+                          metavar="N", help="no run of N tokens twice in a window; 0: off "
+                                            f"[{TranscriptionOptions.no_repeat_ngram_size}]")
+    decoding.add_argument("--suppress-tokens", type=_token_ids, default=TranscriptionOptions.suppress_tokens,
+                          metavar="IDS", help="comma-separated token ids never decoded (--suppress-tokens=-1,...); -1: "
+                                              "the model's set of symbols; empty: none [-1]")
+    decoding.add_argument("--suppress-blank", action=argparse.BooleanOptionalAction,
+                          default=TranscriptionOptions.suppress_blank,
+                          help="no blank (space or end of text) as a window's first token [on]")
+    decoding.add_argument("--without-timestamps", action="store_true",
+                          help="decode text tokens only: each window is one segment")
+    decoding.add_argument("--max-initial-timestamp", type=float, default=TranscriptionOptions.max_initial_timestamp,
+                          metavar="SECONDS", help="the latest a window's first timestamp may be "
+                                                  f"[{TranscriptionOptions.max_initial_timestamp:g}]")
+    decoding.add_argument("--max-new-tokens", type=int, metavar="N",
+                          help="tokens a window decodes at most [half the context]")
+    decoding.add_argument("--clip-timestamps", default=TranscriptionOptions.clip_timestamps,
+                          metavar="START,END,...", help="transcribe only these clips, in seconds; the last end "
+                                                        "defaults to the end of the file (replaces --vad-filter) [0]")
+    decoding.add_argument("--multilingual", action="store_true",
+                          help="detect the language of every window anew (multilingual models)")
+    decoding.add_argument("--prepend-punctuations", default=TranscriptionOptions.prepend_punctuations,
+                          metavar="CHARS", help="with --word-timestamps, these join the next word "
+                                                f"[{TranscriptionOptions.prepend_punctuations}]")
+    decoding.add_argument("--append-punctuations", default=TranscriptionOptions.append_punctuations,
+                          metavar="CHARS", help="with --word-timestamps, these join the previous word "
+                                                f"[{TranscriptionOptions.append_punctuations}]")
+    decoding.add_argument("--hallucination-silence-threshold", type=float, metavar="SECONDS",
+                          help="with --word-timestamps, skip silences longer than this around a likely "
+                               "hallucination [off]")
     decoding.add_argument("--batch-size", type=int, metavar="N",
                           help="batched transcription, as faster-whisper's BatchedInferencePipeline: the speech "
                                "the VAD finds, in chunks of up to 30 s decoded N at a time without previous text, "
@@ -218,6 +254,13 @@ def _temperatures(text: str) -> tuple[float, ...]:
         return tuple(float(t) for t in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give a number or comma-separated numbers") from None
+
+
+def _token_ids(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated token ids") from None
 
 
 def _optional_float(text: str) -> float | None:
@@ -370,8 +413,14 @@ def _options(args) -> TranscriptionOptions:
         temperature=args.temperature, compression_ratio_threshold=args.compression_ratio_threshold,
         log_prob_threshold=args.log_prob_threshold, no_speech_threshold=args.no_speech_threshold,
         condition_on_previous_text=args.condition_on_previous_text, initial_prompt=args.initial_prompt,
-        word_timestamps=args.word_timestamps, beam_size=args.beam_size, best_of=args.best_of,
-        patience=args.patience, length_penalty=args.length_penalty, vad_filter=args.vad_filter,
+        prefix=args.prefix, hotwords=args.hotwords, word_timestamps=args.word_timestamps, beam_size=args.beam_size,
+        best_of=args.best_of, patience=args.patience, length_penalty=args.length_penalty,
+        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+        suppress_tokens=args.suppress_tokens, suppress_blank=args.suppress_blank,
+        without_timestamps=args.without_timestamps, max_initial_timestamp=args.max_initial_timestamp,
+        max_new_tokens=args.max_new_tokens, clip_timestamps=args.clip_timestamps, multilingual=args.multilingual,
+        prepend_punctuations=args.prepend_punctuations, append_punctuations=args.append_punctuations,
+        hallucination_silence_threshold=args.hallucination_silence_threshold, vad_filter=args.vad_filter,
         vad_parameters=vad or None, batch_size=args.batch_size,
         language_detection_threshold=args.language_detection_threshold,
         language_detection_segments=args.language_detection_segments)

@@ -4,7 +4,7 @@
 bundle folder, or a model name (`convert` takes it) that is converted on first use into a cache folder (this needs
 the `convert` extra). `transcribe` returns `(segments, info)` as faster-whisper 1.2.1's does: `segments` yields
 each `Segment` as its window is decoded; `info` is a `TranscriptionInfo`. The options keep faster-whisper's names
-and defaults; those this runtime does not have yet are refused in one line when set.
+and defaults; a `chunk_length` other than the encoder's 30 s is refused in one line.
 """
 
 from __future__ import annotations
@@ -19,20 +19,13 @@ import numpy as np
 
 from .bundle import MANIFEST, user_cache_folder
 from .errors import UsageError
+from .runtime.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from .runtime.transcriber import Segment, Transcriber, TranscriptionOptions
 from .runtime.vad import VadOptions
 
 # CTranslate2's compute types on a CPU -> the quantization policy of the bundle a model name is converted with
 COMPUTE_TYPES = {"default": None, "auto": None, "int8": None, "int8_float32": None, "int8_float16": None,
                  "int8_bfloat16": None, "float32": "none", "float16": "fp16", "bfloat16": "fp16", "int4": "int4"}
-PREPEND_PUNCTUATIONS = "\"'“¿([{-"
-APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
-# faster-whisper's options this runtime does not have yet, with the value that leaves them off
-NOT_YET = {"repetition_penalty": 1, "no_repeat_ngram_size": 0, "prefix": None, "suppress_blank": True,
-           "suppress_tokens": [-1], "without_timestamps": False, "max_initial_timestamp": 1.0,
-           "prepend_punctuations": PREPEND_PUNCTUATIONS, "append_punctuations": APPEND_PUNCTUATIONS,
-           "multilingual": False, "max_new_tokens": None, "clip_timestamps": "0",
-           "hallucination_silence_threshold": None, "hotwords": None}
 
 
 @dataclass
@@ -111,18 +104,6 @@ class WhisperModel:
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """faster-whisper's `WhisperModel.transcribe`: the segments as they are decoded, and what is known before
         the first (language, durations, options)."""
-        given = {"repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size,
-                 "prefix": prefix, "suppress_blank": suppress_blank,
-                 "suppress_tokens": list(suppress_tokens) if suppress_tokens is not None else None,
-                 "without_timestamps": without_timestamps, "max_initial_timestamp": max_initial_timestamp,
-                 "prepend_punctuations": prepend_punctuations, "append_punctuations": append_punctuations,
-                 "multilingual": multilingual, "max_new_tokens": max_new_tokens,
-                 "clip_timestamps": "0" if clip_timestamps in ("0", [], [0], [0.0]) else clip_timestamps,
-                 "hallucination_silence_threshold": hallucination_silence_threshold, "hotwords": hotwords}
-        unsupported = [name for name, value in given.items() if value != NOT_YET[name]]
-        if unsupported:
-            raise UsageError(f"{unsupported[0]}={given[unsupported[0]]!r}: not in whisper-tflite yet (leave it at "
-                             f"{NOT_YET[unsupported[0]]!r})")
         if chunk_length not in (None, 30):
             raise UsageError(f"chunk_length {chunk_length!r}: the bundle's encoder takes 30 s windows")
         if initial_prompt is not None and not isinstance(initial_prompt, str):
@@ -131,9 +112,16 @@ class WhisperModel:
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
-            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
-            beam_size=beam_size, best_of=best_of, patience=patience, length_penalty=length_penalty,
-            word_timestamps=word_timestamps, vad_filter=vad_filter, vad_parameters=vad_parameters,
+            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt, prefix=prefix,
+            hotwords=hotwords, beam_size=beam_size, best_of=best_of, patience=patience,
+            length_penalty=length_penalty, repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, suppress_blank=suppress_blank,
+            suppress_tokens=suppress_tokens, without_timestamps=without_timestamps,
+            max_initial_timestamp=max_initial_timestamp, max_new_tokens=max_new_tokens,
+            clip_timestamps=clip_timestamps, multilingual=multilingual, word_timestamps=word_timestamps,
+            prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
+            hallucination_silence_threshold=hallucination_silence_threshold, vad_filter=vad_filter,
+            vad_parameters=vad_parameters,
             language_detection_threshold=language_detection_threshold,
             language_detection_segments=language_detection_segments)
         bar = _ProgressBar() if log_progress else None
