@@ -114,6 +114,23 @@ def test_bad_options_are_usage_errors(options, message, default_bundle, clip_nam
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
+def test_decoding_flags_are_faster_whispers_options():
+    from whisper_tflite.cli import _options, _parser
+    from whisper_tflite.runtime import TranscriptionOptions
+
+    args = _parser().parse_args([
+        "transcribe", "talk.wav", "--prefix", "And so", "--hotwords", "JFK", "--suppress-tokens=-1,1499",
+        "--no-suppress-blank", "--without-timestamps", "--max-initial-timestamp", "2", "--max-new-tokens", "5",
+        "--clip-timestamps", "2,7", "--multilingual", "--repetition-penalty", "1.2", "--no-repeat-ngram-size", "3",
+        "--prepend-punctuations", "", "--append-punctuations", ".", "--hallucination-silence-threshold", "2"])
+    assert _options(args) == TranscriptionOptions(
+        prefix="And so", hotwords="JFK", suppress_tokens=[-1, 1499], suppress_blank=False, without_timestamps=True,
+        max_initial_timestamp=2, max_new_tokens=5, clip_timestamps=[2, 7], multilingual=True, repetition_penalty=1.2,
+        no_repeat_ngram_size=3, prepend_punctuations="", append_punctuations=".", hallucination_silence_threshold=2)
+    assert _options(_parser().parse_args(["transcribe", "talk.wav", "--suppress-tokens="])).suppress_tokens == ()
+    assert _options(_parser().parse_args(["transcribe", "talk.wav"])) == TranscriptionOptions()
+
+
 def _bundle_copy(source: Path, target: Path) -> Path:
     """A bundle whose .tflite files are links to the cached ones: cheap to break in one place."""
     target.mkdir()
