@@ -13,7 +13,6 @@ from whisper_tflite.audio import load_audio
 from whisper_tflite.evaluation import read_manifest
 
 AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
-BASE_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "ar")
 
 
 def pytest_report_header(config):
@@ -167,11 +166,6 @@ def tiny_en_greedy(tiny_en, tiny_bundle, tiny_en_features, audio_cache):
 def base_greedy(base, base_bundle, base_features, audio_cache):
     """As `tiny_en_greedy`, for base, per (clip, forced language)."""
     return _greedy_cache(base, base_bundle, base_features, audio_cache)
-
-
-@pytest.fixture(scope="session")
-def base_clips(clips):
-    return [c for c in clips if c.language in BASE_LANGUAGES]
 
 
 REPO = Path(__file__).resolve().parents[1]

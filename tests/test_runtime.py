@@ -125,16 +125,30 @@ def test_token_table_decodes_as_the_tokenizers_library(vocabulary, tiny_bundle):
     assert ours.special == WhisperTokenizer.from_tokenizer(library, vocabulary == "base").special
 
 
+@pytest.fixture(scope="module")
+def greedy_text(audio_cache):
+    """A clip's greedy transcript with a bundle, each computed once a module (two tests read the same ones)."""
+    transcribers, texts = {}, {}
+
+    def get(bundle, clip):
+        if (bundle, clip.name) not in texts:
+            transcriber = transcribers.setdefault(bundle, Transcriber(bundle, threads=2))
+            texts[bundle, clip.name] = transcriber.transcribe(audio_cache(clip), beam_size=1, best_of=1).text
+        return texts[bundle, clip.name]
+
+    return get
+
+
 @pytest.mark.parametrize("bundle, compute_type, excess",
                          [("tiny_bundle", "float32", 0.005), ("default_bundle", "int8", 0.01)])
 def test_english_clips_match_faster_whisper(bundle, compute_type, excess, request, english_clips, audio_cache,
-                                            tiny_en_ct2):
+                                            tiny_en_ct2, greedy_text):
     """Every English clip with a transcript (the two long ones included), each transcribed on its own."""
     from whisper_tflite.evaluation import faster_whisper_transcribe
 
-    transcriber = Transcriber(request.getfixturevalue(bundle), threads=2)
+    folder = request.getfixturevalue(bundle)
     spoken = [c for c in english_clips if c.reference]
-    ours = [transcriber.transcribe(audio_cache(c), beam_size=1, best_of=1).text for c in spoken]
+    ours = [greedy_text(folder, c) for c in spoken]
     theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type))
               for c in spoken]
     references = [c.reference for c in spoken]
@@ -143,6 +157,21 @@ def test_english_clips_match_faster_whisper(bundle, compute_type, excess, reques
     print(f"\n{len(spoken)} English clips, {bundle} bundle vs faster-whisper {compute_type}: WER {ours_wer:.2%} vs "
           f"{theirs_wer:.2%}; {identical} transcripts identical")
     assert ours_wer <= theirs_wer + excess
+
+
+def test_quantized_bundles_keep_wer(tiny_bundle, fp16_bundle, default_bundle, english_clips, greedy_text):
+    """fp16 and the default policy (dynamic-int8) within a point of the float32 bundle's greedy WER on the English
+    clips of one window."""
+    dev = [c for c in english_clips if c.reference and c.duration <= 30]
+
+    def wer(bundle):
+        return error_rate([c.reference for c in dev], [greedy_text(bundle, c) for c in dev], "en")
+
+    fp32 = wer(tiny_bundle)
+    print(f"\ntiny.en fp32 bundle WER {fp32:.2%}")
+    for name, bundle in (("fp16", fp16_bundle), ("default policy (dynamic-int8)", default_bundle)):
+        print(f"tiny.en {name} bundle WER {wer(bundle):.2%}")
+        assert wer(bundle) <= fp32 + 0.01, name
 
 
 def test_initial_prompt_as_faster_whisper(tiny_bundle, clips, audio_cache, tiny_en_ct2):
@@ -181,9 +210,10 @@ def test_temperature_fallback_keeps_the_most_confident_attempt(tiny_bundle, clip
 
 @pytest.mark.slow
 def test_base_bundle_detects_languages(base_bundle, clips, audio_cache):
+    """Every clip in another language than English (8 languages) is detected as its own."""
     transcriber = Transcriber(base_bundle)
     foreign = [c for c in clips if c.language != "en"]
-    detected = {c.name: transcriber.transcribe(audio_cache(c), beam_size=1).language for c in foreign}
+    detected = {c.name: transcriber.detect_language(audio_cache(c))[0] for c in foreign}
     print(detected)
     wrong = {name: lang for name, lang in detected.items() if lang != name.split("_")[0]}
     assert not wrong
