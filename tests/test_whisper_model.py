@@ -44,6 +44,18 @@ for segment in segments:
     print("[%.2fs -> %.2fs] %s" % (segment.start, segment.end, segment.text))
 '''
 
+# faster-whisper's README: batched transcription ("turbo" on a GPU there)
+README_BATCHED = '''
+from faster_whisper import WhisperModel, BatchedInferencePipeline
+
+model = WhisperModel(model_size, device="cpu", compute_type="int8")
+batched_model = BatchedInferencePipeline(model=model)
+segments, info = batched_model.transcribe(audio, batch_size=16)
+
+for segment in segments:
+    print("[%.2fs -> %.2fs] %s" % (segment.start, segment.end, segment.text))
+'''
+
 
 @pytest.fixture(scope="module")
 def models(default_bundle, tiny_en_ct2):
@@ -75,6 +87,29 @@ def test_readme_usage_runs_with_the_import_changed(default_bundle, tiny_en_ct2, 
     # the same words, in order, over the three transcripts (segments and punctuation vary with the int8 rounding)
     texts = [[line.split("] ", 1)[1] for line in lines[1:]] for lines in (ours, theirs)]
     assert error_rate([" ".join(texts[1])], [" ".join(texts[0])], "en") == 0.0, (ours, theirs)
+
+
+def test_readme_batched_usage_runs_with_the_import_changed(default_bundle, tiny_en_ct2, clip_named):
+    audio = str(clip_named("en_jfk_whisper-cpp.wav").path)
+    theirs = _run(README_BATCHED, str(tiny_en_ct2), audio)
+    ours = _run(README_BATCHED.replace("from faster_whisper import", "from whisper_tflite import"),
+                str(default_bundle), audio)
+    print(f"\nours {ours}\nfaster-whisper's {theirs}")
+    assert [line.split("] ")[0] for line in ours] == [line.split("] ")[0] for line in theirs]  # the VAD's chunks
+    texts = [" ".join(line.split("] ", 1)[1] for line in lines) for lines in (ours, theirs)]
+    assert error_rate([texts[1]], [texts[0]], "en") == 0.0
+
+
+def test_batched_pipeline_refuses_what_it_cannot_do_in_one_line(models, jfk):
+    from whisper_tflite import BatchedInferencePipeline
+
+    pipeline = BatchedInferencePipeline(models[0])
+    for options, message in ((dict(vad_filter=False), "vad_filter=False"),
+                             (dict(without_timestamps=False), "without_timestamps=False"),
+                             (dict(clip_timestamps=[{"start": 0, "end": 16000}]), "clip_timestamps")):
+        with pytest.raises(UsageError, match=message) as refused:
+            pipeline.transcribe(jfk, **options)
+        assert "\n" not in str(refused.value)
 
 
 def test_segments_come_as_each_window_is_decoded(models, english_clips, audio_cache, monkeypatch):

@@ -6,8 +6,8 @@ The public names are imported lazily, so `from whisper_tflite import Transcriber
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Segment", "Transcriber", "TranscriptionOptions", "TranscriptionResult", "WhisperModel", "convert",
-           "load_whisper"]
+__all__ = ["BatchedInferencePipeline", "Segment", "Transcriber", "TranscriptionOptions", "TranscriptionResult",
+           "WhisperModel", "convert", "load_whisper"]
 _RUNTIME = ("Segment", "Transcriber", "TranscriptionOptions", "TranscriptionResult")
 
 
@@ -16,10 +16,10 @@ def __getattr__(name: str):
         from . import runtime
 
         return getattr(runtime, name)
-    if name == "WhisperModel":
-        from .whisper_model import WhisperModel
+    if name in ("WhisperModel", "BatchedInferencePipeline"):
+        from . import whisper_model
 
-        return WhisperModel
+        return getattr(whisper_model, name)
     if name == "convert":
         from .conversion import convert
 

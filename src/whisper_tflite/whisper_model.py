@@ -104,26 +104,19 @@ class WhisperModel:
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """faster-whisper's `WhisperModel.transcribe`: the segments as they are decoded, and what is known before
         the first (language, durations, options)."""
+        # every other parameter is the `TranscriptionOptions` field of its name
+        options = {name: value for name, value in locals().items() if name not in ("self", "audio", "language",
+                                                                                     "task", "log_progress")}
+        return self._transcribe(audio, language, task, log_progress, **options)
+
+    def _transcribe(self, audio, language: str | None, task: str, log_progress: bool, chunk_length: int | None,
+                    initial_prompt: str | Iterable[int] | None, **options) -> tuple[Iterator[Segment],
+                                                                                    TranscriptionInfo]:
         if chunk_length not in (None, 30):
             raise UsageError(f"chunk_length {chunk_length!r}: the bundle's encoder takes 30 s windows")
         if initial_prompt is not None and not isinstance(initial_prompt, str):
             initial_prompt = self.transcriber.tokenizer.decode(initial_prompt)
-        options = TranscriptionOptions(
-            temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
-            log_prob_threshold=log_prob_threshold, no_speech_threshold=no_speech_threshold,
-            condition_on_previous_text=condition_on_previous_text,
-            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt, prefix=prefix,
-            hotwords=hotwords, beam_size=beam_size, best_of=best_of, patience=patience,
-            length_penalty=length_penalty, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, suppress_blank=suppress_blank,
-            suppress_tokens=suppress_tokens, without_timestamps=without_timestamps,
-            max_initial_timestamp=max_initial_timestamp, max_new_tokens=max_new_tokens,
-            clip_timestamps=clip_timestamps, multilingual=multilingual, word_timestamps=word_timestamps,
-            prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
-            hallucination_silence_threshold=hallucination_silence_threshold, vad_filter=vad_filter,
-            vad_parameters=vad_parameters,
-            language_detection_threshold=language_detection_threshold,
-            language_detection_segments=language_detection_segments)
+        options = TranscriptionOptions(initial_prompt=initial_prompt, **options)
         bar = _ProgressBar() if log_progress else None
         stream = self.transcriber.stream(audio, language, task, options=options, progress=bar)
         info = TranscriptionInfo(stream.language, stream.language_probability, stream.duration,
@@ -141,6 +134,70 @@ class WhisperModel:
             raise UsageError("detect_language takes audio: 16 kHz samples (the bundle computes its own log-mel)")
         return self.transcriber.detect_language(audio, vad_filter, vad_parameters,
                                                 language_detection_segments, language_detection_threshold)
+
+
+class BatchedInferencePipeline:
+    """faster-whisper's `BatchedInferencePipeline(model)`: the speech the VAD finds, in chunks of up to 30 s decoded
+    `batch_size` at a time on the bundle's decoder_chunks model (runtime/batched.py), a segment a chunk."""
+
+    def __init__(self, model: WhisperModel):
+        self.model = model
+
+    def transcribe(
+        self,
+        audio: str | BinaryIO | np.ndarray,
+        language: str | None = None,
+        task: str = "transcribe",
+        log_progress: bool = False,
+        beam_size: int = 5,
+        best_of: int = 5,
+        patience: float = 1,
+        length_penalty: float = 1,
+        repetition_penalty: float = 1,
+        no_repeat_ngram_size: int = 0,
+        temperature: float | list[float] | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+        compression_ratio_threshold: float | None = 2.4,
+        log_prob_threshold: float | None = -1.0,
+        no_speech_threshold: float | None = 0.6,
+        condition_on_previous_text: bool = True,
+        prompt_reset_on_temperature: float = 0.5,
+        initial_prompt: str | Iterable[int] | None = None,
+        prefix: str | None = None,
+        suppress_blank: bool = True,
+        suppress_tokens: list[int] | None = (-1,),
+        without_timestamps: bool = True,
+        max_initial_timestamp: float = 1.0,
+        word_timestamps: bool = False,
+        prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+        append_punctuations: str = APPEND_PUNCTUATIONS,
+        multilingual: bool = False,
+        vad_filter: bool = True,
+        vad_parameters: dict | VadOptions | None = None,
+        max_new_tokens: int | None = None,
+        chunk_length: int | None = None,
+        clip_timestamps: list[dict] | None = None,
+        hallucination_silence_threshold: float | None = None,
+        batch_size: int = 8,
+        hotwords: str | None = None,
+        language_detection_threshold: float | None = 0.5,
+        language_detection_segments: int = 1,
+    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """faster-whisper's `BatchedInferencePipeline.transcribe`, with its defaults (the VAD filter on, no
+        timestamps, 8 chunks a batch). Refused in one line: speech chunks given as `clip_timestamps`, timestamps
+        inside chunks, and the VAD filter off."""
+        if clip_timestamps is not None:
+            raise UsageError("clip_timestamps: not with batched transcription in whisper-tflite yet (the VAD "
+                             "filter finds the chunks)")
+        if not without_timestamps:
+            raise UsageError("without_timestamps=False: batched chunks are decoded without timestamps in "
+                             "whisper-tflite (word_timestamps=True gives times within them)")
+        if not vad_filter:
+            raise UsageError("vad_filter=False: batched transcription decodes the speech the VAD filter finds; "
+                             "leave it on")
+        # every other parameter is the `TranscriptionOptions` field of its name
+        options = {name: value for name, value in locals().items() if name not in ("self", "audio", "language",
+                                                                                     "task", "log_progress")}
+        return self.model._transcribe(audio, language, task, log_progress, **options | {"clip_timestamps": "0"})
 
 
 def _converted(source: str, quantize: str | None, download_root: str | None, local_files_only: bool) -> Path:
@@ -187,4 +244,4 @@ def _closing(segments: Iterator[Segment], bar: _ProgressBar) -> Iterator[Segment
         bar.close()
 
 
-__all__ = ["Segment", "TranscriptionInfo", "WhisperModel"]
+__all__ = ["BatchedInferencePipeline", "Segment", "TranscriptionInfo", "WhisperModel"]

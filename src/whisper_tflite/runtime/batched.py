@@ -153,14 +153,15 @@ class BatchedDecoder:
             self._rows = ChunkRows(self.stepper)
         return self._rows
 
-    def check(self, batch_size: int, beam_size: int) -> None:
-        """Refuses more chunks or beams than the bundle's decoder_chunks model has rows for."""
+    def capacity(self) -> tuple[int, int]:
+        """The chunks the bundle's decoder_chunks model decodes at once, and the beams it searches a chunk."""
         shapes = {spec["name"]: spec["shape"] for spec in self.stepper.bundle.models[CHUNKS_MODEL]["inputs"]}
         chunks = shapes["cross_k_0"][0]
-        beams = shapes["tokens"][0] // chunks
-        if batch_size > chunks:
-            raise UsageError(f"batch_size {batch_size} is larger than this bundle's {CHUNKS_MODEL} model holds "
-                             f"({chunks} chunks)")
+        return chunks, shapes["tokens"][0] // chunks
+
+    def check(self, beam_size: int) -> None:
+        """Refuses more beams than the bundle's decoder_chunks model has rows for."""
+        beams = self.capacity()[1]
         if beam_size > beams:
             raise UsageError(f"beam_size {beam_size} is larger than this bundle's {CHUNKS_MODEL} model searches "
                              f"({beams} beams a chunk)")
@@ -308,11 +309,13 @@ class BatchedDecoder:
     def transcribe(self, audio: np.ndarray, speech: list[dict], language: str | None, task: str, options,
                    progress: Callable[[int, int], None] | None = None) -> TranscriptionResult:
         """Text and segments of `audio` (16 kHz samples) whose speech the VAD found in `speech` (its chunks, in
-        samples), decoded `options.batch_size` chunks at a time; `options`: a `TranscriptionOptions`. `progress`
-        is told the mel frames of each batch's chunks and of them all."""
+        samples), decoded `options.batch_size` chunks at a time (a larger batch than the decoder_chunks model holds
+        in calls of what it holds: the chunks are decoded independently); `options`: a `TranscriptionOptions`.
+        `progress` is told the mel frames of each batch's chunks and of them all."""
         from .transcriber import Segment, TranscriptionResult, restore_speech_timestamps
 
-        self.check(options.batch_size, options.beam_size)
+        self.check(options.beam_size)
+        batch_size = min(options.batch_size, self.capacity()[0])
         from .transcriber import logit_filter, previous_text
 
         tokenizer = self.tokenizer
@@ -330,8 +333,8 @@ class BatchedDecoder:
         segments: list[Segment] = []
         last_speech_timestamp = 0.0
         frames = [chunk.log_mel.shape[1] for chunk in chunks]
-        for first in range(0, len(chunks), options.batch_size):
-            batch = chunks[first : first + options.batch_size]
+        for first in range(0, len(chunks), batch_size):
+            batch = chunks[first : first + batch_size]
             for index, chunk in enumerate(batch):
                 self.rows.encode(index, chunk.window)
             languages = [language] * len(batch)
@@ -360,7 +363,7 @@ class BatchedDecoder:
                             word.end = min(max(word.end, word.start), segment.end)
                 segments.append(segment)
             if progress is not None:
-                progress(sum(frames[first : first + options.batch_size]), sum(frames))
+                progress(sum(frames[first : first + batch_size]), sum(frames))
         restore_speech_timestamps(segments, speech)
         text = "".join(segment.text for segment in segments).strip()
         return TranscriptionResult(text, language, language_probability, segments, len(audio) / SAMPLE_RATE)
