@@ -459,6 +459,12 @@ def _transcribe(args) -> int:
                 bar.update(advance)
 
         try:
+            if outputs is None and args.format == "txt":  # a line a segment, printed as its window is decoded
+                for segment in transcriber.stream(file, language, args.task, options=options,
+                                                  progress=progress).segments:
+                    sys.stdout.write(segment.text.strip() + "\n")
+                    sys.stdout.flush()
+                continue
             result = transcriber.transcribe(file, language=language, task=args.task, progress=progress,
                                             **dataclasses.asdict(options))
         except AudioError as e:
