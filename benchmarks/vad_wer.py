@@ -25,7 +25,7 @@ from faster_whisper.vad import collect_chunks, get_speech_timestamps
 from whisper_tflite.audio import N_SAMPLES, load_audio, pad_or_trim
 from whisper_tflite.evaluation import error_rate, faster_whisper_transcribe, gapped_recording, read_manifest
 from whisper_tflite.runtime import Transcriber
-from whisper_tflite.runtime.decoding import _feed_prompt
+from whisper_tflite.runtime.decoding import feed_prompt
 from whisper_tflite.sources import bundled_ct2_folder
 
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -74,7 +74,7 @@ def distance_table(bundles: list[str], windows: list[np.ndarray], ct2: Path) -> 
         for name, transcriber in transcribers.items():
             stepper = transcriber.stepper
             stepper.begin(log_mel)
-            logits, _ = _feed_prompt(stepper, transcriber.tokenizer, prompt)
+            logits, _ = feed_prompt(stepper, transcriber.tokenizer, prompt)
             rows[name] = np.array([logits] + [stepper.step(t) for t in tokens], np.float64)
         for name, logits in rows.items():
             got = log_softmax(logits[: len(expected)])
