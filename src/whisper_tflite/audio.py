@@ -25,6 +25,7 @@ HOP_LENGTH = 160
 CHUNK_SECONDS = 30
 N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480000 samples in a 30 s window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames per window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
 LOG_MEL_RANGE = 8.0  # decades of mel power kept below the loudest frame
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384000

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
+from ..audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from ..bundle import CHUNKS_MODEL
 from ..errors import UsageError
 from ..tokens import WhisperTokenizer
@@ -41,7 +41,6 @@ CHUNK_LENGTH = 30  # seconds: faster-whisper's chunk_length
 # beams) costs as much as five of decoder_batch_short (one chunk's beams), so four chunks or fewer cost less one
 # after another, whatever each has left to decode.
 FEW_CHUNKS = 4
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
 
 
 def batched_vad_options(parameters: VadOptions | dict | None) -> VadOptions:
@@ -187,15 +186,14 @@ class BatchedDecoder:
         return detect_language(self.stepper, self.tokenizer, self.tokenizer.languages)[0]
 
     def decode(self, chunks: list[Chunk], prompts: list[list[int]], beam_size: int, patience: float,
-               length_penalty: float, max_new_tokens: int | None = None) -> list[DecodingResult]:
+               length_penalty: float, max_length: int) -> list[DecodingResult]:
         """Each encoded chunk's (`encode`) best hypothesis after its prompt (`prompts`, of one length: they differ
-        in the language at most), up to `rows.chunks` chunks at once, at most CTranslate2's `max_length` tokens
-        long (`decoding.length_limit`). The chunks searching as rows finish one at a time on the stepper's models,
+        in the language at most), up to `rows.chunks` chunks at once, at most `max_length` tokens long
+        (`decoding.length_limit`). The chunks searching as rows finish one at a time on the stepper's models,
         whose call costs a fraction of the rows', once only a few are left (`FEW_CHUNKS`) or the rows' cache slots
         are full; a batch of a few chunks, or one after an initial prompt too long for the rows, searches that way
         from the start."""
         rows, eot, length = self.rows, self.tokenizer.special.eot, len(prompts[0])
-        max_length = length_limit(length, self.stepper.n_ctx, max_new_tokens=max_new_tokens)
         searches = [BeamSearch(beam_size, patience, max_length, eot) for _ in chunks]
         if length >= rows.slots or len(chunks) <= FEW_CHUNKS:
             no_speech_probs = [self._search_alone(index, search, prompts[index])
@@ -326,10 +324,8 @@ class BatchedDecoder:
         language, language_probability = self.language(first, language)
         previous = [] if options.initial_prompt is None else tokenizer.encode(options.initial_prompt)
         head = previous_text(tokenizer, options.hotwords, previous, self.stepper.n_ctx // 2 - 1)
-        if options.max_new_tokens is not None and \
-                len(head) + len(tokenizer.prompt(language, task, False)) + options.max_new_tokens > self.stepper.n_ctx:
-            raise UsageError(f"max_new_tokens {options.max_new_tokens}: with the prompt it passes the model's "
-                             f"{self.stepper.n_ctx}-token context; lower it")  # faster-whisper's ValueError
+        max_length = length_limit(len(head) + len(tokenizer.prompt(language, task, False)), self.stepper.n_ctx,
+                                  max_new_tokens=options.max_new_tokens)
         segments: list[Segment] = []
         last_speech_timestamp = 0.0
         frames = [chunk.log_mel.shape[1] for chunk in chunks]
@@ -344,7 +340,7 @@ class BatchedDecoder:
                     languages[index] = detect_language(self.stepper, tokenizer, tokenizer.languages)[0][0]
             prompts = [head + tokenizer.prompt(code, task, timestamps=False) for code in languages]
             results = self.decode(batch, prompts, options.beam_size, options.patience, options.length_penalty,
-                                  options.max_new_tokens)
+                                  max_length)
             for index, (chunk, result) in enumerate(zip(batch, results)):
                 if not result.text.strip():
                     continue

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import UsageError
 from ..tokens import WhisperTokenizer
 
 DEFAULT_MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1.0 s
@@ -240,8 +241,12 @@ def feed_prompt(stepper: Stepper, tokenizer: WhisperTokenizer, prompt: list[int]
 def length_limit(prompt_length: int, n_ctx: int, prefix_length: int = 0, max_new_tokens: int | None = None) -> int:
     """CTranslate2's limit on the tokens a window's result holds, a prefix's included: half its max_length, or
     what the prompt leaves of it (the prompt's last token is the first one the search feeds). Its max_length is
-    the context, or with faster-whisper's `max_new_tokens` the prompt and prefix plus that many."""
+    the context, or with faster-whisper's `max_new_tokens` the prompt and prefix plus that many, refused (as
+    faster-whisper's ValueError) where that passes the context."""
     total = n_ctx if max_new_tokens is None else prompt_length + prefix_length + max_new_tokens
+    if total > n_ctx:
+        raise UsageError(f"max_new_tokens {max_new_tokens}: with the {prompt_length + prefix_length} prompt and "
+                         f"prefix tokens before it, it passes the model's {n_ctx}-token context; lower it")
     return min(total // 2, total - prompt_length + 1)
 
 

@@ -21,7 +21,6 @@ PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 SENTENCE_END_MARKS = ".。!！?？"
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}  # split by unicode units, not at spaces
-FRAMES_PER_SECOND = 100  # mel frames; the audio context has one position per 2 frames (TIMESTAMP_STEP)
 
 
 @dataclass

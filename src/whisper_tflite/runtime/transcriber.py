@@ -43,7 +43,8 @@ from typing import Callable, Generator, Iterator
 
 import numpy as np
 
-from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioSource, load_audio, source_name
+from ..audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioSource, load_audio,
+                     source_name)
 from ..bundle import CHUNKS_MODEL, TOKENIZER, Bundle
 from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
@@ -59,7 +60,6 @@ SILENCE_RMS = 1e-4
 MIN_SKIPPED_SILENCE = 200  # mel frames: shorter leading silence is decoded as it is
 SILENCE_MARGIN = 20  # mel frames of silence kept before the speech
 FRAMES_PER_TOKEN = 2  # mel frames per timestamp step (0.02 s)
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
 # Words within this text are punctuation, which faster-whisper leaves out when it scores words as hallucinations
 HALLUCINATION_PUNCTUATION = PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS
 
@@ -468,14 +468,9 @@ class LongFormDecoder:
         Returns the result and the last temperature tried (which decides whether the prompt is reset). If every
         temperature fails, the most confident attempt among those that are not loops wins, as in faster-whisper.
         """
-        prompt, prefix, n_ctx = window.prompt, window.prefix, self.stepper.n_ctx
-        max_length = None
-        if options.max_new_tokens is not None:
-            if len(prompt) + len(prefix) + options.max_new_tokens > n_ctx:  # faster-whisper's ValueError
-                raise UsageError(f"max_new_tokens {options.max_new_tokens}: with a window's "
-                                 f"{len(prompt) + len(prefix)} prompt and prefix tokens it passes the model's "
-                                 f"{n_ctx}-token context; lower it")
-            max_length = length_limit(len(prompt), n_ctx, len(prefix), options.max_new_tokens)
+        prompt, prefix = window.prompt, window.prefix
+        max_length = None if options.max_new_tokens is None else \
+            length_limit(len(prompt), self.stepper.n_ctx, len(prefix), options.max_new_tokens)
         attempts, not_loops = [], []
         for temperature in options.temperature:
             if temperature == 0 and options.beam_size > 1:
@@ -516,7 +511,7 @@ class LongFormDecoder:
                     segment.words = []
                 return
         add_word_timestamps(segments, weights, self.tokenizer, len(start_sequence), segment_frames,
-                            seek * HOP_LENGTH / SAMPLE_RATE, window.language, last_speech_timestamp,
+                            seek / FRAMES_PER_SECOND, window.language, last_speech_timestamp,
                             options.prepend_punctuations, options.append_punctuations)
 
     def _split(self, result: DecodingResult, temperature: float, seek: int,
