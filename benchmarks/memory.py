@@ -52,7 +52,7 @@ def _resident() -> dict[str, int]:
     return values
 
 
-def stages(bundle: str) -> None:
+def stages(bundle: str = "bundles/tiny.en") -> None:
     def report(stage: str) -> None:
         print(f"{stage:<44}" + "  ".join(f"{key} {value:4d}" for key, value in _resident().items()), flush=True)
 
