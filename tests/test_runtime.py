@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +52,19 @@ def test_compiled_models_compute_as_the_interpreter(default_bundle, tmp_path, mo
     """Every role of the default bundle on LiteRT's CompiledModel gives the interpreter's outputs, both when it
     packs the weights into XNNPACK's weight cache and when a later load maps that cache. The cache keys packed
     weights by buffer and kernel, not by content: some graphs make a file's signatures get each other's packed
-    weights (runtime/compiled.py)."""
+    weights (runtime/compiled.py). Writing a cache removes those unused for 30 days and dead packings' leftovers."""
     from whisper_tflite.bundle import Bundle
     from whisper_tflite.runtime.models import LiteRtModel, open_compiled
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "whisper-tflite" / "xnnpack"
+    folder.mkdir(parents=True)
+    unused = folder / "encoder-0123456789abcdef-0123456789ab.xnnpack"
+    leftover = folder / "encoder-0123456789abcdef-0123456789ab.xnnpack.1-00.partial"
+    recent = folder / "decoder-fedcba9876543210-0123456789ab.xnnpack"
+    for path, days in ((unused, 31), (leftover, 2), (recent, 29)):
+        path.write_bytes(b"packed")
+        os.utime(path, (time.time() - days * 86400,) * 2)
     bundle = Bundle.load(default_bundle)
     rng = np.random.default_rng(0)
     for role in bundle.models:
@@ -70,7 +80,9 @@ def test_compiled_models_compute_as_the_interpreter(default_bundle, tmp_path, mo
             for name in interpreter.output_shapes:
                 np.testing.assert_allclose(compiled.output(name), interpreter.output(name), rtol=1e-3, atol=1e-3,
                                            err_msg=f"{role} {name}, compiled model that {load} the weight cache")
-    assert len(list((tmp_path / "whisper-tflite" / "xnnpack").iterdir())) == len(bundle.files)
+    assert not unused.exists() and not leftover.exists() and recent.exists()
+    recent.unlink()
+    assert len(list(folder.iterdir())) == len(bundle.files)
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")

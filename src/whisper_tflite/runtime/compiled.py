@@ -21,6 +21,7 @@ import hashlib
 import os
 import platform
 import sys
+import time
 import weakref
 from pathlib import Path
 
@@ -112,6 +113,37 @@ def weight_cache_path(model: Path, sha256: str) -> str:
     return str(folder / f"{model.stem}-{sha256[:16]}-{_runtime_identity()}.xnnpack")
 
 
+UNUSED_CACHE_DAYS = 30  # a packed-weights file not mapped for this long is removed when another is written
+_PARTIAL_DAYS = 1  # a ".partial" file this old was left by a process that died while packing
+
+
+def _touch(cache: str) -> None:
+    """Marks a cache as used now: its modification time is what `_forget_unused_caches` reads."""
+    try:
+        os.utime(cache)
+    except OSError:
+        pass
+
+
+def _forget_unused_caches(folder: str) -> None:
+    """Removes the caches of bundles, runtimes or CPUs not used for `UNUSED_CACHE_DAYS`, and packing leftovers:
+    each conversion, runtime upgrade or new bundle adds a file of its packed weights, and none would go away. A
+    process still mapping a removed file keeps its pages."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        days = UNUSED_CACHE_DAYS if entry.name.endswith(".xnnpack") else _PARTIAL_DAYS \
+            if entry.name.endswith(".partial") else None
+        try:
+            if days is not None and now - entry.stat().st_mtime > days * 86400:
+                os.remove(entry.path)
+        except OSError:
+            pass
+
+
 @functools.cache
 def _runtime_identity() -> str:
     """The LiteRT version and the CPU's flags, hashed: packed weights suit the kernels of one runtime and CPU."""
@@ -172,6 +204,9 @@ class CompiledFile:
         finally:
             if building != cache and os.path.exists(building):
                 os.replace(building, cache)
+                _forget_unused_caches(os.path.dirname(cache))
+            elif building == cache != ":memory":
+                _touch(cache)
         self.pages = file_mappings(path)
         release_file_pages(self.pages)  # the packed weights are the cache's; few ops read the file
 
