@@ -67,6 +67,17 @@ def models(default_bundle, tiny_en_ct2):
 
 
 @pytest.fixture(scope="module")
+def float32_models(tiny_bundle, tiny_en_ct2):
+    """Ours on the float32 bundle, and faster-whisper on the same weights in float32: the options' token-for-token
+    comparisons. Two int8 models of one checkpoint round differently, and which of them a near-tie favours
+    changes with the CPU's kernels (AVX2 or AVX-512 and AMX), so they are no oracle of each other's tokens."""
+    from faster_whisper import WhisperModel as TheirModel
+
+    return WhisperModel(str(tiny_bundle), cpu_threads=2), TheirModel(str(tiny_en_ct2), compute_type="float32",
+                                                                      cpu_threads=2)
+
+
+@pytest.fixture(scope="module")
 def jfk(clip_named):
     return load_audio(clip_named("en_jfk_whisper-cpp.wav").path)
 
@@ -142,30 +153,30 @@ def _tokens(segments) -> list[list[int]]:
     return [list(segment.tokens) for segment in segments]
 
 
-def test_without_timestamps_and_suppressed_tokens_as_faster_whisper(models, jfk):
+def test_without_timestamps_and_suppressed_tokens_as_faster_whisper(float32_models, jfk):
     """Without timestamps the window is one segment of text tokens only; with the word " country" suppressed the
     model says " Country" instead, as in faster-whisper."""
-    tokenizer = models[0].transcriber.tokenizer
+    tokenizer = float32_models[0].transcriber.tokenizer
     country = tokenizer.encode(" country")
-    ours, theirs = _both(models, jfk, without_timestamps=True, suppress_tokens=[-1, *country])
+    ours, theirs = _both(float32_models, jfk, without_timestamps=True, suppress_tokens=[-1, *country])
     print(f"\nours {ours[0].text!r}\nfaster-whisper's {theirs[0].text!r}")
     assert [(s.start, s.end) for s in ours] == [(s.start, s.end) for s in theirs] and len(ours) == 1
     assert _tokens(ours) == _tokens(theirs)
     assert not set(country) & set(ours[0].tokens) and max(ours[0].tokens) < tokenizer.special.eot
 
 
-def test_max_new_tokens_and_prefix_as_faster_whisper(models, jfk):
+def test_max_new_tokens_and_prefix_as_faster_whisper(float32_models, jfk):
     """max_new_tokens caps a window's tokens as faster-whisper's CTranslate2 does (half the prompt and the
     allowance); a prefix opens the first window's text, after the first timestamp, and the rest follows it."""
-    ours, theirs = _both(models, jfk, max_new_tokens=5)
+    ours, theirs = _both(float32_models, jfk, max_new_tokens=5)
     assert _tokens(ours) == _tokens(theirs) and [(s.start, s.end) for s in ours] == [(s.start, s.end) for s in theirs]
-    ours, theirs = _both(models, jfk, prefix="And so my")
+    ours, theirs = _both(float32_models, jfk, prefix="And so my")
     print(f"\nours {[s.text for s in ours]}\nfaster-whisper's {[s.text for s in theirs]}")
     assert _tokens(ours) == _tokens(theirs) and ours[0].text.startswith(" And so my")
 
 
-def test_clip_timestamps_as_faster_whisper(models, jfk):
-    ours, theirs = _both(models, jfk, clip_timestamps="2,7", word_timestamps=True)
+def test_clip_timestamps_as_faster_whisper(float32_models, jfk):
+    ours, theirs = _both(float32_models, jfk, clip_timestamps="2,7", word_timestamps=True)
     print(f"\nours {[(s.start, s.end, s.text) for s in ours]}\nfaster-whisper's "
           f"{[(s.start, s.end, s.text) for s in theirs]}")
     assert [s.text for s in ours] == [s.text for s in theirs]
@@ -174,59 +185,56 @@ def test_clip_timestamps_as_faster_whisper(models, jfk):
 
 
 @pytest.fixture(scope="module")
-def greedy_tokens(models, jfk):
+def greedy_tokens(float32_models, jfk):
     """faster-whisper's greedy tokens of jfk with the default options."""
-    return _tokens(models[1].transcribe(jfk, beam_size=1)[0])
+    return _tokens(float32_models[1].transcribe(jfk, beam_size=1)[0])
 
 
 @pytest.mark.parametrize("options", [dict(hotwords="Kennedy inaugural"), dict(repetition_penalty=1.5),
                                      dict(no_repeat_ngram_size=2)])
-def test_hotwords_and_repetition_options_as_faster_whisper(models, jfk, greedy_tokens, options):
+def test_hotwords_and_repetition_options_as_faster_whisper(float32_models, jfk, greedy_tokens, options):
     """Each changes faster-whisper's tokens of jfk, and ours are the same."""
-    ours, theirs = _both(models, jfk, **options)
+    ours, theirs = _both(float32_models, jfk, **options)
     print(f"\nours {[s.text for s in ours]}\nfaster-whisper's {[s.text for s in theirs]}")
     assert _tokens(ours) == _tokens(theirs) != greedy_tokens
 
 
-def test_max_initial_timestamp_as_faster_whisper(models, jfk):
+def test_max_initial_timestamp_as_faster_whisper(float32_models, jfk):
     """The first timestamp's log-probability falls as more timestamps are allowed, by what it falls in
     faster-whisper. It is read from the average log-probability of the window cut to two tokens
-    (max_new_tokens=3), against max_initial_timestamp=0, where it is 0. Measured with these runs (AMD EPYC family
-    25 model 1, 2 threads):
-
-        max_initial_timestamp   0.5      1        6        30
-        faster-whisper int8     -0.1688  -0.1903  -0.2120  -0.2203
-        ours (default bundle)   -0.1644  -0.1876  -0.2093  -0.2173
+    (max_new_tokens=3), against max_initial_timestamp=0, where it is 0. Up to 6 s, float32 both: -0.2022 in ours
+    and in faster-whisper's (Intel Xeon with AVX-512 and AMX, 2 threads); the int8 models differ by up to 0.04
+    (-0.2499 and -0.2089 there, -0.2093 and -0.2120 on an AMD EPYC with AVX2 only).
     """
     firsts = []
     for seconds in (0.0, 6.0):
-        ours, theirs = _both(models, jfk, max_new_tokens=3, max_initial_timestamp=seconds)
+        ours, theirs = _both(float32_models, jfk, max_new_tokens=3, max_initial_timestamp=seconds)
         assert _tokens(ours) == _tokens(theirs) and len(ours[0].tokens) == 2
         firsts.append(np.array([ours[0].avg_logprob, theirs[0].avg_logprob]) * 3)
     ours, theirs = firsts[1] - firsts[0]
     print(f"\nthe first timestamp's log-probability up to 6 s: ours {ours:.4f}, faster-whisper's {theirs:.4f}")
-    assert theirs < -0.1 and abs(ours - theirs) < 0.01
+    assert theirs < -0.1 and abs(ours - theirs) < 0.002
 
 
-def test_punctuation_sets_as_faster_whisper(models, jfk):
+def test_punctuation_sets_as_faster_whisper(float32_models, jfk):
     """With no punctuation to merge, the comma faster-whisper's beam search puts after " so" is a word of its own,
     in ours as in its."""
-    ours, theirs = _both(models, jfk, beam_size=5, word_timestamps=True, prepend_punctuations="",
+    ours, theirs = _both(float32_models, jfk, beam_size=5, word_timestamps=True, prepend_punctuations="",
                          append_punctuations="")
     words = [[w.word for s in segments for w in s.words] for segments in (ours, theirs)]
     print(f"\nours {words[0]}\nfaster-whisper's {words[1]}")
     assert words[0] == words[1] and "," in words[1]
 
 
-def test_hallucination_silence_threshold_as_faster_whisper(models, jfk):
+def test_hallucination_silence_threshold_as_faster_whisper(float32_models, jfk):
     """jfk cut into its seconds, 3 s of noise after each, from 6 s to 30 s: Whisper hears words in the noise
-    (different ones in faster-whisper and ours, so brittle is the decoding of such audio), and with the threshold
-    both drop the same ones and keep the same segments."""
+    (other ones in each int8 build, so brittle is the decoding of such audio), and with the threshold both drop
+    the same ones and keep the same segments."""
     noise = np.random.default_rng(2).standard_normal(3 * 16000).astype(np.float32) * 0.01
     audio = np.concatenate([piece for start in range(0, len(jfk), 16000) for piece in (jfk[start:][:16000], noise)])
     options = dict(temperature=0, word_timestamps=True, clip_timestamps="6,30")
-    plain = list(models[0].transcribe(audio, beam_size=1, **options)[0])
-    ours, theirs = _both(models, audio, hallucination_silence_threshold=2, **options)
+    plain = list(float32_models[0].transcribe(audio, beam_size=1, **options)[0])
+    ours, theirs = _both(float32_models, audio, hallucination_silence_threshold=2, **options)
     print(f"\nwithout the threshold {[(s.start, s.text) for s in plain]}\nours {[(s.start, s.text) for s in ours]}"
           f"\nfaster-whisper's {[(s.start, s.text) for s in theirs]}")
     assert [s.text for s in ours] == [s.text for s in theirs] and len(ours) < len(plain)
