@@ -10,8 +10,10 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -569,18 +571,27 @@ def _stream(args) -> int:
     microphone = open_microphone(incoming) if args.mic else read_stdin(incoming)
     writer = LiveWriter(args.format)
     chunk, most = round(args.chunk_size * SAMPLE_RATE), round(args.max_buffer * SAMPLE_RATE)
+    stop, previous = threading.Event(), signal.getsignal(signal.SIGINT)
+
+    def ctrl_c(signum, frame):
+        """Ctrl-C ends the input: what came before it is decoded and printed; a second one interrupts that."""
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, ctrl_c)
     try:
-        while not incoming.exhausted:
+        while not incoming.exhausted and not stop.is_set():
             # Audio that came faster than real time (a file piped in) fills the buffer up to max_buffer at most
             live.insert_audio(incoming.take(max(1, chunk - round(live.pending * SAMPLE_RATE)),
-                                            max(chunk, most - len(live.buffer))))
-            if not incoming.exhausted:
+                                            max(chunk, most - len(live.buffer)), stop))
+            if not incoming.exhausted and not stop.is_set():
                 writer.write(live.process())
-    except KeyboardInterrupt:
-        pass
+        live.insert_audio(incoming.take())
     finally:
+        signal.signal(signal.SIGINT, previous)
         if args.mic:
-            microphone.stop()
+            microphone.close()
     writer.write(live.finish())
     writer.close()
     if incoming.error is not None:

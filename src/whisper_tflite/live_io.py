@@ -22,6 +22,7 @@ from .runtime.timing import SENTENCE_END_MARKS
 
 READ_BYTES = 6400  # 0.2 s of s16le at 16 kHz: what one read of stdin waits for at most
 MIC_BLOCK = 1600  # samples a microphone callback gives: 0.1 s
+STOP_POLL = 0.1  # seconds: how often a wait for audio looks whether Ctrl-C was pressed
 # Containers piped in by mistake, by their first bytes (a WAV header is read, not refused)
 CONTAINERS = {b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3", b"\x1aE\xdf\xa3": "Matroska/WebM", b"FORM": "AIFF",
               b"#!AMR": "AMR", b".snd": "AU", b"RIFX": "big-endian WAV"}
@@ -44,15 +45,20 @@ class Incoming:
     def end(self, error: Exception | None = None) -> None:
         self._blocks.put(_End(error))
 
-    def take(self, at_least: int, at_most: int) -> np.ndarray:
-        """Waits until `at_least` samples have come (or the end), then gives what has come, at most `at_most`."""
-        while len(self._held) < at_least and not self.ended:
-            self._receive(self._blocks.get())
+    def take(self, at_least: int = 0, at_most: int | None = None, stop: threading.Event | None = None) -> np.ndarray:
+        """Waits until `at_least` samples have come (or the end, or `stop`), then gives what has come, at most
+        `at_most`."""
+        while len(self._held) < at_least and not self.ended and not (stop is not None and stop.is_set()):
+            try:
+                self._receive(self._blocks.get(timeout=STOP_POLL))
+            except queue.Empty:
+                pass
         while not self.ended:  # and whatever else came meanwhile
             try:
                 self._receive(self._blocks.get_nowait())
             except queue.Empty:
                 break
+        at_most = len(self._held) if at_most is None else at_most
         taken, self._held = self._held[:at_most], self._held[at_most:]
         return taken
 
