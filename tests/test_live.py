@@ -18,7 +18,7 @@ import pytest
 
 from whisper_tflite.errors import UsageError
 from whisper_tflite.evaluation import error_rate, join_clips, normalize
-from whisper_tflite.runtime import Transcriber
+from whisper_tflite.runtime import Transcriber, TranscriptionOptions
 from whisper_tflite.runtime.live import simulate
 
 from .test_everyday import DEMO_SENTENCE
@@ -94,10 +94,27 @@ def test_live_updates_and_refusals(transcriber, clip_named, audio_cache):
     assert error_rate([DEMO_SENTENCE], [live.text], "en") == 0, live.text
     with pytest.raises(UsageError, match="finished"):
         live.insert_audio(samples[:16000])
+    # With the VAD filter each buffer's speech is decoded and its times mapped back to the stream
+    padded = np.concatenate([np.zeros(3 * 16000, np.float32), samples])
+    filtered = simulate(transcriber.live(chunk_size=2.0, vad_filter=True), padded, charge=CHARGE)
+    assert error_rate([DEMO_SENTENCE], [filtered.text], "en") == 0, filtered.text
+    # (the speech chunk starts the VAD's 400 ms of padding early, and the first word with it)
+    assert 2.6 <= filtered.words[0].start and filtered.words[-1].end <= len(padded) / 16000
     for options in ({"prefix": "And so"}, {"batch_size": 4}, {"without_timestamps": True}, {"chunk_size": 0},
                     {"buffer_trimming": 40.0}, {"bogus": 1}):
         with pytest.raises(UsageError):
             transcriber.live(**options)
+
+
+def test_stream_flags_are_the_live_defaults(transcriber):
+    """`stream` decodes as `Transcriber.live` does by default, and has no flag of windows decoded in sequence."""
+    from whisper_tflite.cli import _options, _parser
+
+    assert _options(_parser().parse_args(["stream", "-"])) == transcriber.live().options
+    assert transcriber.live().options == TranscriptionOptions(beam_size=1, temperature=0.0, word_timestamps=True)
+    for flag in ("--prefix", "--batch-size", "--clip-timestamps", "--without-timestamps", "--multilingual"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["stream", "-", flag, "1"])
 
 
 def _pcm(samples: np.ndarray) -> bytes:

@@ -205,6 +205,7 @@ class LiveWriter:
             self.out.write(json.dumps(entry, ensure_ascii=False) + "\n")
         if self.terminal and update.tentative:
             tail = "".join(w.word for w in update.tentative)
+            tail = tail if self.line else tail.lstrip()
             room = self.width - len(self.line) - 1
             if room > 3:
                 tail = tail if len(tail) <= room else "…" + tail[len(tail) - room + 1:]
