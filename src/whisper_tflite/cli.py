@@ -215,8 +215,8 @@ def _add_decoding_options(command: argparse.ArgumentParser, live: bool = False) 
                                ("; the committed text follows it" if live else ""))
     if not live:
         decoding.add_argument("--prefix", metavar="TEXT", help="text the first window's transcript starts with")
-    decoding.add_argument("--hotwords", metavar="TEXT",
-                          help="words or phrases to prompt every window with" + ("" if live else " (not with --prefix)"))
+    decoding.add_argument("--hotwords", metavar="TEXT", help="words or phrases to prompt every window with" +
+                          ("" if live else " (not with --prefix)"))
     beam_size = 1 if live else TranscriptionOptions.beam_size
     decoding.add_argument("--beam-size", type=int, default=beam_size, metavar="N",
                           help=f"beam search width at temperature 0; 1 is greedy [{beam_size}]")

@@ -90,26 +90,25 @@ def read_stdin(incoming: Incoming, fd: int | None = None) -> threading.Thread:
 def _read_pcm(fd: int, incoming: Incoming) -> None:
     try:
         head = _read_at_least(fd, 12)
-        head = _after_wav_header(fd, head) if head[:4] == b"RIFF" and head[8:12] == b"WAVE" else head
+        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            _read_wav_header(fd)
+            head = b""
         container = "MP4" if head[4:8] == b"ftyp" else \
             next((name for magic, name in CONTAINERS.items() if head.startswith(magic)), None)
         if container is not None:
             raise AudioError(f"stdin: {container} data, not raw PCM: {RAW_HINT}")
         carry = head
-        while True:
+        while True:  # whole samples as they come; an odd byte waits for its pair
             data = os.read(fd, READ_BYTES)
-            if not data:
-                break
             carry += data
-            usable = len(carry) // 2 * 2
-            incoming.put(np.frombuffer(carry[:usable], "<i2").copy())
-            carry = carry[usable:]
-        if carry:
             usable = len(carry) // 2 * 2
             if usable:
                 incoming.put(np.frombuffer(carry[:usable], "<i2").copy())
-            if len(carry) % 2:
-                raise AudioError(f"stdin: an odd number of bytes at the end: not 16-bit PCM; {RAW_HINT}")
+            carry = carry[usable:]
+            if not data:
+                break
+        if carry:
+            raise AudioError(f"stdin: an odd number of bytes at the end: not 16-bit PCM; {RAW_HINT}")
         incoming.end()
     except AudioError as e:
         incoming.end(e)
@@ -127,9 +126,9 @@ def _read_at_least(fd: int, count: int) -> bytes:
     return data
 
 
-def _after_wav_header(fd: int, head: bytes) -> bytes:
-    """Reads a WAV header's chunks up to its data (arecord writes one unless given -t raw), checks that it is
-    16 kHz mono 16-bit PCM; -> the bytes read past the header."""
+def _read_wav_header(fd: int) -> None:
+    """Reads a WAV header's chunks after its first 12 bytes up to its data (arecord writes one unless given
+    -t raw), and checks that they say 16 kHz mono 16-bit PCM."""
     fmt = None
     while True:
         chunk = _read_at_least(fd, 8)
@@ -150,7 +149,6 @@ def _after_wav_header(fd: int, head: bytes) -> bytes:
         kind = "PCM" if tag in (1, 0xFFFE) else "float" if tag == 3 else f"format {tag}"
         raise AudioError(f"stdin: WAV of {rate} Hz, {channels} channel(s), {bits}-bit {kind}: give 16 kHz mono "
                          "16-bit PCM (arecord -f S16_LE -r 16000 -c 1, or ffmpeg -f s16le -ar 16000 -ac 1)")
-    return b""
 
 
 def open_microphone(incoming: Incoming):

@@ -255,9 +255,9 @@ class LiveTranscription:
 
 def live_options(options: TranscriptionOptions) -> TranscriptionOptions:
     """`options` for live decoding: word timestamps on; refuses those that cannot apply to a growing buffer."""
-    refused = {"batch_size": options.batch_size is not None, "clip_timestamps": not whole_audio(options.clip_timestamps),
-               "prefix": options.prefix is not None, "without_timestamps": options.without_timestamps,
-               "multilingual": options.multilingual}
+    refused = {"batch_size": options.batch_size is not None,
+               "clip_timestamps": not whole_audio(options.clip_timestamps), "prefix": options.prefix is not None,
+               "without_timestamps": options.without_timestamps, "multilingual": options.multilingual}
     named = [name for name, given in refused.items() if given]
     if named:
         raise UsageError(f"{', '.join(named)}: not with live transcription (it decodes a buffer that grows and is "
