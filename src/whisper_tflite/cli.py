@@ -1,7 +1,7 @@
-"""whisper-tflite convert | transcribe | transcribe-corpus | inspect | serve.
+"""whisper-tflite convert | transcribe | stream | transcribe-corpus | inspect | serve.
 
 Errors end in one line on stderr and an exit code: 2 for a usage or input problem, 1 for an internal one.
-`transcribe` and `transcribe-corpus` never import TensorFlow.
+`transcribe`, `stream` and `transcribe-corpus` never import TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -105,6 +107,44 @@ def _parser() -> argparse.ArgumentParser:
     subtitles.add_argument("--max-words-per-line", type=int, metavar="N", help="words in a line")
     _add_decoding_options(transcribe)
 
+    stream = commands.add_parser(
+        "stream", help="live transcription of raw PCM from stdin, or of a microphone",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Transcribe audio as it comes: words are printed once two consecutive decodings of the\n"
+                    "growing buffer agree on them (docs/usage.md#live-transcription); on a terminal the\n"
+                    "tentative rest follows them, dimmed. Ctrl-C or the end of the input prints the rest.",
+        epilog="examples:\n"
+               "  arecord -f S16_LE -r 16000 -c 1 - | whisper-tflite stream -\n"
+               "  ffmpeg -i talk.mp3 -f s16le -ar 16000 -ac 1 - | whisper-tflite stream - --format json\n"
+               "  whisper-tflite stream --mic")
+    stream.add_argument("input", nargs="?", choices=["-"], metavar="-",
+                        help="- : 16 kHz mono s16le PCM from stdin (a WAV header, as arecord writes, is read too) "
+                             "[-, unless --mic]")
+    stream.add_argument("--mic", action="store_true",
+                        help="record from the default input device instead (needs the mic extra: sounddevice)")
+    stream.add_argument("--sample-rate", type=int, default=16000, metavar="HZ",
+                        help="the input's sample rate: 16000 only (resample with arecord -r 16000 or ffmpeg -ar "
+                             "16000) [16000]")
+    stream.add_argument("--model", type=Path, default=Path("bundles/tiny.en"),
+                        help="bundle folder written by convert [bundles/tiny.en]")
+    stream.add_argument("--language", default="auto",
+                        help="language code or name, or auto to detect it on the first words [auto]")
+    stream.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
+                        help="translate: English text from speech in any language (multilingual models)")
+    stream.add_argument("--format", choices=("txt", "tsv", "json"), default="txt",
+                        help="txt: the text, a sentence a line; tsv: start, end (ms), text of each commit; json: "
+                             "an object a commit, with its words [txt]")
+    stream.add_argument("--chunk-size", type=float, default=1.0, metavar="SECONDS",
+                        help="decode again whenever this much more audio has come [1]")
+    stream.add_argument("--buffer-trimming", type=float, default=15.0, metavar="SECONDS",
+                        help="past this, the buffer is cut at the end of a committed segment [15]")
+    stream.add_argument("--max-buffer", type=float, default=25.0, metavar="SECONDS",
+                        help="the most audio a decoding sees, at most 30 [25]")
+    stream.add_argument("--threads", type=int, help="interpreter threads; 0 for the default [min(4, cores)]")
+    stream.add_argument("--verbose", action="store_true", help="also LiteRT's own log lines")
+    # Greedy and without fallback by default: a decoding every second must cost well under a second
+    _add_decoding_options(stream, live=True)
+
     corpus = commands.add_parser(
         "transcribe-corpus", help="transcribe many files into one JSON Lines file, in parallel; resumable",
         description="Transcribe every audio file of the inputs into OUTPUT, one JSON object a line (transcribe's "
@@ -151,20 +191,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_decoding_options(command: argparse.ArgumentParser) -> None:
-    decoding = command.add_argument_group("decoding (faster-whisper's options and defaults)")
-    decoding.add_argument("--temperature", type=_temperatures, default=TranscriptionOptions.temperature,
+# The options of windows decoded one after another, which a live buffer (one window, cut and decoded again)
+# does not have; `stream` gets their defaults.
+NOT_LIVE = {"condition_on_previous_text": True, "prefix": None, "without_timestamps": False,
+            "clip_timestamps": TranscriptionOptions.clip_timestamps, "multilingual": False, "batch_size": None}
+
+
+def _add_decoding_options(command: argparse.ArgumentParser, live: bool = False) -> None:
+    """The decoding flags; `live`: those that apply to `stream`, greedy and without fallback by default."""
+    decoding = command.add_argument_group("decoding (faster-whisper's options and defaults" +
+                                          ("; greedy, one temperature)" if live else ")"))
+    temperature = (0.0,) if live else TranscriptionOptions.temperature
+    decoding.add_argument("--temperature", type=_temperatures, default=temperature,
                           metavar="T[,T...]", help="temperature, or the fallback sequence "
-                          f"[{','.join(f'{t:g}' for t in TranscriptionOptions.temperature)}]")
-    decoding.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction, default=True,
-                          help="prompt each window with the text before it [on]")
+                          f"[{','.join(f'{t:g}' for t in temperature)}]")
+    if live:
+        command.set_defaults(**NOT_LIVE, word_timestamps=True)
+    else:
+        decoding.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction, default=True,
+                              help="prompt each window with the text before it [on]")
     decoding.add_argument("--initial-prompt", metavar="TEXT",
-                          help="text to prompt the first window with (names, spelling, style)")
-    decoding.add_argument("--prefix", metavar="TEXT", help="text the first window's transcript starts with")
-    decoding.add_argument("--hotwords", metavar="TEXT",
-                          help="words or phrases to prompt every window with (not with --prefix)")
-    decoding.add_argument("--beam-size", type=int, default=TranscriptionOptions.beam_size, metavar="N",
-                          help=f"beam search width at temperature 0; 1 is greedy [{TranscriptionOptions.beam_size}]")
+                          help="text to prompt the first window with (names, spelling, style)" +
+                               ("; the committed text follows it" if live else ""))
+    if not live:
+        decoding.add_argument("--prefix", metavar="TEXT", help="text the first window's transcript starts with")
+    decoding.add_argument("--hotwords", metavar="TEXT", help="words or phrases to prompt every window with" +
+                          ("" if live else " (not with --prefix)"))
+    beam_size = 1 if live else TranscriptionOptions.beam_size
+    decoding.add_argument("--beam-size", type=int, default=beam_size, metavar="N",
+                          help=f"beam search width at temperature 0; 1 is greedy [{beam_size}]")
     decoding.add_argument("--best-of", type=int, default=TranscriptionOptions.best_of, metavar="N",
                           help=f"samples drawn at each temperature above 0 [{TranscriptionOptions.best_of}]")
     decoding.add_argument("--patience", type=float, default=TranscriptionOptions.patience, metavar="X",
@@ -185,18 +240,21 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
     decoding.add_argument("--suppress-blank", action=argparse.BooleanOptionalAction,
                           default=TranscriptionOptions.suppress_blank,
                           help="no blank (space or end of text) as a window's first token [on]")
-    decoding.add_argument("--without-timestamps", action="store_true",
-                          help="decode text tokens only: each window is one segment")
+    if not live:
+        decoding.add_argument("--without-timestamps", action="store_true",
+                              help="decode text tokens only: each window is one segment")
     decoding.add_argument("--max-initial-timestamp", type=float, default=TranscriptionOptions.max_initial_timestamp,
                           metavar="SECONDS", help="the latest a window's first timestamp may be "
                                                   f"[{TranscriptionOptions.max_initial_timestamp:g}]")
     decoding.add_argument("--max-new-tokens", type=int, metavar="N",
                           help="tokens a window decodes at most [half the context]")
-    decoding.add_argument("--clip-timestamps", default=TranscriptionOptions.clip_timestamps,
-                          metavar="START,END,...", help="transcribe only these clips, in seconds; the last end "
-                                                        "defaults to the end of the file (replaces --vad-filter) [0]")
-    decoding.add_argument("--multilingual", action="store_true",
-                          help="detect the language of every window anew (multilingual models)")
+    if not live:
+        decoding.add_argument("--clip-timestamps", default=TranscriptionOptions.clip_timestamps,
+                              metavar="START,END,...", help="transcribe only these clips, in seconds; the last "
+                                                            "end defaults to the end of the file (replaces "
+                                                            "--vad-filter) [0]")
+        decoding.add_argument("--multilingual", action="store_true",
+                              help="detect the language of every window anew (multilingual models)")
     decoding.add_argument("--prepend-punctuations", default=TranscriptionOptions.prepend_punctuations,
                           metavar="CHARS", help="with --word-timestamps, these join the next word "
                                                 f"[{TranscriptionOptions.prepend_punctuations}]")
@@ -206,11 +264,12 @@ def _add_decoding_options(command: argparse.ArgumentParser) -> None:
     decoding.add_argument("--hallucination-silence-threshold", type=float, metavar="SECONDS",
                           help="with --word-timestamps, skip silences longer than this around a likely "
                                "hallucination [off]")
-    decoding.add_argument("--batch-size", type=int, metavar="N",
-                          help="batched transcription, as faster-whisper's BatchedInferencePipeline: the speech "
-                               "the VAD finds, in chunks of up to 30 s decoded N at a time without previous text, "
-                               "a segment a chunk (needs the decoder_chunks model; the previous-text and fallback "
-                               "options then do nothing) [off]")
+    if not live:
+        decoding.add_argument("--batch-size", type=int, metavar="N",
+                              help="batched transcription, as faster-whisper's BatchedInferencePipeline: the "
+                                   "speech the VAD finds, in chunks of up to 30 s decoded N at a time without "
+                                   "previous text, a segment a chunk (needs the decoder_chunks model; the "
+                                   "previous-text and fallback options then do nothing) [off]")
     for name, default, meaning in (
             ("compression-ratio-threshold", TranscriptionOptions.compression_ratio_threshold,
              "retry hotter when the text compresses better than this (a loop)"),
@@ -488,6 +547,58 @@ def _transcribe(args) -> int:
     return 0
 
 
+def _stream(args) -> int:
+    """Live transcription of stdin or a microphone: reads, decodes at each chunk, prints each commit."""
+    from .audio import SAMPLE_RATE
+    from .live_io import Incoming, LiveWriter, open_microphone, read_stdin
+    from .runtime import Transcriber
+
+    if args.sample_rate != SAMPLE_RATE:
+        return _fail(f"--sample-rate {args.sample_rate}: the input must be {SAMPLE_RATE} Hz (resample it with "
+                     f"arecord -r {SAMPLE_RATE} or ffmpeg -ar {SAMPLE_RATE})", EXIT_USAGE)
+    if args.mic and args.input is not None:
+        return _fail("give - (stdin) or --mic, not both", EXIT_USAGE)
+    if not args.mic and sys.stdin.isatty():
+        return _fail("stream reads raw 16 kHz PCM from a pipe on stdin, or from --mic; for a file, use transcribe "
+                     "or pipe it through ffmpeg -f s16le -ar 16000 -ac 1 -", EXIT_USAGE)
+    if args.threads is not None and args.threads < 0:
+        return _fail("--threads must be 0 (the default) or more", EXIT_USAGE)
+    options = _options(args)
+    transcriber = Transcriber(args.model, threads=args.threads)
+    live = transcriber.live(args.language, args.task, chunk_size=args.chunk_size,
+                            buffer_trimming=args.buffer_trimming, max_buffer=args.max_buffer, options=options)
+    incoming = Incoming()
+    microphone = open_microphone(incoming) if args.mic else read_stdin(incoming)
+    writer = LiveWriter(args.format)
+    chunk, most = round(args.chunk_size * SAMPLE_RATE), round(args.max_buffer * SAMPLE_RATE)
+    stop, previous = threading.Event(), signal.getsignal(signal.SIGINT)
+
+    def ctrl_c(signum, frame):
+        """Ctrl-C ends the input: what came before it is decoded and printed; a second one interrupts that."""
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        while not incoming.exhausted and not stop.is_set():
+            # Audio that came faster than real time (a file piped in) fills the buffer up to max_buffer at most
+            live.insert_audio(incoming.take(max(1, chunk - round(live.pending * SAMPLE_RATE)),
+                                            max(chunk, most - len(live.buffer)), stop))
+            if not incoming.exhausted and not stop.is_set():
+                writer.write(live.process())
+        live.insert_audio(incoming.take())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if args.mic:
+            microphone.close()
+    writer.write(live.finish())
+    writer.close()
+    if incoming.error is not None:
+        raise incoming.error
+    return 0
+
+
 def _transcribe_corpus(args) -> int:
     from .corpus import clock, transcribe_corpus
 
@@ -530,8 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         LOG.setLevel(logging.DEBUG)
     try:
-        return {"convert": _convert, "transcribe": _transcribe, "transcribe-corpus": _transcribe_corpus,
-                "inspect": _inspect, "serve": _serve}[args.command](args)
+        return {"convert": _convert, "transcribe": _transcribe, "stream": _stream,
+                "transcribe-corpus": _transcribe_corpus, "inspect": _inspect, "serve": _serve}[args.command](args)
     except (SourceError, AudioError, BundleError, UsageError) as e:
         return _fail(str(e), EXIT_USAGE)
     except WhisperTfliteError as e:  # a conversion that failed inside the converter

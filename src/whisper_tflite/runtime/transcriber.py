@@ -31,6 +31,7 @@ Where this module deliberately differs from faster-whisper 1.2.1:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -39,7 +40,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Callable, Generator, Iterator
 
 import numpy as np
 
@@ -53,6 +54,9 @@ from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode
 from .batched import BatchedDecoder, batched_vad_options
 from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 from .vad import SpeechTimestampsMap, VadModel, VadOptions, collect_chunks, get_speech_timestamps
+
+if TYPE_CHECKING:
+    from .live import LiveTranscription
 
 # Audio quieter than -80 dBFS RMS holds no speech: decoding a window of it makes Whisper invent " you", and a
 # window that starts with seconds of it puts the first segment's start there (a first timestamp is at most 1 s).
@@ -327,21 +331,25 @@ class LongFormDecoder:
 
     def stream(self, audio: np.ndarray, language: str | None = None, task: str = "transcribe",
                options: TranscriptionOptions = TranscriptionOptions(),
-               progress: Callable[[int, int], None] | None = None,
-               seed: int = 0) -> tuple[str, float, list[tuple[str, float]] | None, Iterator[Segment]]:
+               progress: Callable[[int, int], None] | None = None, seed: int = 0,
+               keep_last_segment: bool = False) -> tuple[str, float, list[tuple[str, float]] | None,
+                                                         Iterator[Segment]]:
         """The language (detected now if not given, from the first clip's start), its probability, every
-        language's where it was detected, and the segments as each window is decoded."""
+        language's where it was detected, and the segments as each window is decoded. `keep_last_segment`: the
+        window that reaches the end of the audio keeps its unfinished last segment, where long-form decoding
+        would decode the audio again from that segment's start (live transcription: the audio ends there for
+        now, and the window is one encoder call less)."""
         self.check(options)
         log_mel = self.stepper.whole_log_mel(audio)
         start = int(options.clip_timestamps[0] * FRAMES_PER_SECOND) if options.clip_timestamps else 0
         start = start if start < log_mel.shape[1] else 0  # as faster-whisper
         language, probability, probabilities = self.language(log_mel[:, start:], language, options)
         return language, probability, probabilities, self._segments(audio, log_mel, language, task, options,
-                                                                    progress, seed)
+                                                                    progress, seed, keep_last_segment)
 
     def _segments(self, audio: np.ndarray, log_mel: np.ndarray, language: str, task: str,
                   options: TranscriptionOptions, progress: Callable[[int, int], None] | None,
-                  seed: int) -> Iterator[Segment]:
+                  seed: int, keep_last_segment: bool = False) -> Iterator[Segment]:
         content_frames = log_mel.shape[1]
         state = _State(language, np.random.default_rng(seed),
                        logit_filter(self.tokenizer, options, self.suppress, self.begin_suppress,
@@ -361,14 +369,16 @@ class LongFormDecoder:
                     seek += silent - SILENCE_MARGIN  # start the window just before the speech
                 else:
                     seek = yield from self._window_segments(state, log_mel, seek, segment_frames, task, options,
-                                                            round(len(audio) / SAMPLE_RATE, 3))
+                                                            round(len(audio) / SAMPLE_RATE, 3),
+                                                            keep_last_segment and seek + segment_frames >= clip_end)
                 if progress is not None:
                     progress(min(seek, content_frames) - previous_seek, content_frames)
 
     def _window_segments(self, state: _State, log_mel: np.ndarray, seek: int, segment_frames: int, task: str,
-                         options: TranscriptionOptions, duration: float) -> Generator[Segment, None, int]:
-        """Decodes the window of `segment_frames` frames at `seek` and yields its segments; -> the next window's
-        first frame."""
+                         options: TranscriptionOptions, duration: float,
+                         keep_unfinished: bool = False) -> Generator[Segment, None, int]:
+        """Decodes the window of `segment_frames` frames at `seek` and yields its segments (its unfinished last
+        one too if `keep_unfinished`); -> the next window's first frame."""
         self.stepper.begin(_window(log_mel, seek, segment_frames))
         window = self._window_prompt(state.all_tokens[state.prompt_reset_since:], state.language, task, options,
                                      first=seek == 0)
@@ -376,7 +386,8 @@ class LongFormDecoder:
         result, temperature = self._decode_with_fallback(window, options, state.rules, state.rng)
         if self._is_silence(result, options):
             return seek + segment_frames
-        segments, next_seek, single_timestamp_ending = self._split(result, temperature, seek, segment_frames)
+        segments, next_seek, single_timestamp_ending = self._split(result, temperature, seek, segment_frames,
+                                                                   keep_unfinished)
         if options.word_timestamps:
             self._add_words(segments, window, segment_frames, seek, state.last_speech_timestamp, options)
             last_word_end = _last_end(segments)
@@ -514,10 +525,11 @@ class LongFormDecoder:
                             seek / FRAMES_PER_SECOND, window.language, last_speech_timestamp,
                             options.prepend_punctuations, options.append_punctuations)
 
-    def _split(self, result: DecodingResult, temperature: float, seek: int,
-               segment_frames: int) -> tuple[list[Segment], int, bool]:
-        """Segments between timestamp pairs, the next window's first mel frame, and whether the window ended
-        with a single timestamp (no speech after it)."""
+    def _split(self, result: DecodingResult, temperature: float, seek: int, segment_frames: int,
+               keep_unfinished: bool = False) -> tuple[list[Segment], int, bool]:
+        """Segments between timestamp pairs (and the unfinished one after them if `keep_unfinished`, ending at the
+        window's end), the next window's first mel frame, and whether the window ended with a single timestamp
+        (no speech after it) or kept its unfinished segment: whether it is done."""
         begin = self.tokenizer.special.timestamp_begin
         time_offset = seek * HOP_LENGTH / SAMPLE_RATE
         tokens = result.tokens
@@ -537,7 +549,7 @@ class LongFormDecoder:
             if stamps and stamps[-1] != begin:
                 length = (stamps[-1] - begin) * TIMESTAMP_STEP
             return ([segment(0, len(tokens), time_offset, time_offset + length)], seek + segment_frames,
-                    single_timestamp_ending)
+                    single_timestamp_ending or keep_unfinished)
         if single_timestamp_ending:
             boundaries.append(len(tokens))
         segments, last = [], 0
@@ -546,6 +558,11 @@ class LongFormDecoder:
                                     time_offset + (tokens[current - 1] - begin) * TIMESTAMP_STEP))
             last = current
         if single_timestamp_ending:  # no speech after the last timestamp
+            return segments, seek + segment_frames, True
+        if keep_unfinished:
+            if any(t < begin for t in tokens[last:]):
+                segments.append(segment(last, len(tokens), time_offset + (tokens[last] - begin) * TIMESTAMP_STEP,
+                                        time_offset + segment_frames * HOP_LENGTH / SAMPLE_RATE))
             return segments, seek + segment_frames, True
         # The last segment is unfinished: the next window starts where the last complete one ended.
         return segments, seek + (tokens[last - 1] - begin) * FRAMES_PER_TOKEN, False
@@ -798,9 +815,11 @@ class Transcriber:
 
     def stream(self, audio: AudioSource, language: str | None = None, task: str = "transcribe",
                sample_rate: int | None = None, options: TranscriptionOptions = TranscriptionOptions(),
-               progress: Callable[[int, int], None] | None = None) -> TranscriptionStream:
+               progress: Callable[[int, int], None] | None = None, *,
+               keep_last_segment: bool = False) -> TranscriptionStream:
         """`transcribe`, its options as one `TranscriptionOptions`, with the segments as each window is decoded
-        (batched, as each batch is). A worker is taken until the segments are exhausted or closed."""
+        (batched, as each batch is). A worker is taken until the segments are exhausted or closed.
+        `keep_last_segment` (not batched): see `LongFormDecoder.stream`."""
         language = self.check_request(language, task, options.word_timestamps, options.vad_filter,
                                       options.batch_size)
         samples = load_audio(audio, sample_rate)
@@ -831,13 +850,44 @@ class Transcriber:
                 language, probability, probabilities = worker.language(log_mel, language, options)
                 self._free.put(worker)
                 return TranscriptionStream(language, probability, duration, 0.0, probabilities, iter(()))
-            language, probability, probabilities, segments = worker.stream(speech, language, task, options,
-                                                                           progress)
+            language, probability, probabilities, segments = worker.stream(
+                speech, language, task, options, progress, keep_last_segment=keep_last_segment)
         except BaseException:
             self._free.put(worker)
             raise
         return TranscriptionStream(language, probability, duration, len(speech) / SAMPLE_RATE, probabilities,
                                    self._returning(worker, segments, chunks))
+
+    def live(self, language: str | None = None, task: str = "transcribe", *, chunk_size: float = 1.0,
+             buffer_trimming: float = 15.0, max_buffer: float = 25.0, options: TranscriptionOptions | None = None,
+             **decoding) -> LiveTranscription:
+        """A live transcription (runtime/live.py): give it audio as it comes (`insert_audio`), call `process` for
+        the words committed and the tentative tail, and `finish` at the end.
+
+        `decoding`: `transcribe`'s options (`TranscriptionOptions` fields, over `options` if given), greedy by
+        default (beam_size 1); word timestamps are always on; a prefix, clips, batches, windows without
+        timestamps or in languages of their own do not apply. The buffer is decoded again whenever `chunk_size`
+        seconds more have come; past `buffer_trimming` seconds it is cut at a committed segment's end, and it
+        never holds more than `max_buffer` (at most 30 s: one encoder window). A multilingual model without
+        `language` detects it on the buffer until the first words, then keeps it."""
+        from .live import LiveTranscription, live_options
+
+        try:
+            options = dataclasses.replace(options or TranscriptionOptions(beam_size=1, temperature=0.0), **decoding)
+        except TypeError:
+            unknown = sorted(set(decoding) - set(TranscriptionOptions.__dataclass_fields__))
+            raise UsageError(f"unknown option {', '.join(unknown)} for live transcription") from None
+        options = live_options(options)
+        for name, value in (("chunk_size", chunk_size), ("buffer_trimming", buffer_trimming),
+                            ("max_buffer", max_buffer)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise UsageError(f"{name} must be a number of seconds above 0, got {value!r}")
+        if not chunk_size <= buffer_trimming < max_buffer <= N_SAMPLES / SAMPLE_RATE:
+            raise UsageError(f"chunk_size {chunk_size}, buffer_trimming {buffer_trimming} and max_buffer {max_buffer} "
+                             f"must be in that order, max_buffer at most {N_SAMPLES // SAMPLE_RATE} s")
+        language = self.check_request(language, task, True, options.vad_filter)
+        self.decoder.check(options)
+        return LiveTranscription(self, language, task, options, chunk_size, buffer_trimming, max_buffer)
 
     def _returning(self, worker: LongFormDecoder, segments: Iterator[Segment],
                    chunks: list[dict] | None) -> Iterator[Segment]:
