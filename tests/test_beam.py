@@ -103,13 +103,29 @@ def test_top_extensions_equal_a_full_sort():
 BEAM_WER_MARGIN = {"float32": 0.003, "int8": 0.005}
 
 
+@pytest.fixture(scope="module")
+def beam_texts(english_clips, audio_cache):
+    """A bundle's beam 5 (and best-of 5 in fallback) transcripts of every English clip with a transcript, each
+    clip whole, computed once a module: the default bundle's are held against faster-whisper's and int4's."""
+    spoken = [c for c in english_clips if c.reference]
+    texts = {}
+
+    def get(bundle):
+        if bundle not in texts:
+            transcriber = Transcriber(bundle, threads=2)
+            texts[bundle] = [transcriber.transcribe(audio_cache(c), beam_size=5, best_of=5).text for c in spoken]
+        return texts[bundle]
+
+    return get
+
+
 @pytest.mark.parametrize("bundle, compute_type", [("tiny_bundle", "float32"), ("default_bundle", "int8")])
-def test_beam_search_matches_faster_whisper(bundle, compute_type, request, english_clips, audio_cache, tiny_en_ct2):
+def test_beam_search_matches_faster_whisper(bundle, compute_type, request, english_clips, audio_cache, tiny_en_ct2,
+                                            beam_texts):
     """Beam 5 (and best-of 5 in fallback), faster-whisper's defaults, on every English clip with a transcript,
     each transcribed whole; the same weights in faster-whisper."""
-    transcriber = Transcriber(request.getfixturevalue(bundle), threads=2)
     spoken = [c for c in english_clips if c.reference]
-    ours = [transcriber.transcribe(audio_cache(c), beam_size=5, best_of=5).text for c in spoken]
+    ours = beam_texts(request.getfixturevalue(bundle))
     theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type,
                                                                   beam_size=5, best_of=5)) for c in spoken]
     references = [c.reference for c in spoken]
@@ -118,6 +134,22 @@ def test_beam_search_matches_faster_whisper(bundle, compute_type, request, engli
     print(f"\n{len(spoken)} English clips, beam 5, {bundle} bundle vs faster-whisper {compute_type}: WER "
           f"{ours_wer:.2%} vs {theirs_wer:.2%}; {identical} transcripts identical")
     assert ours_wer <= theirs_wer + BEAM_WER_MARGIN[compute_type]
+
+
+# --quantize int4 (tests/test_int4.py: its recipes measured) is held to the default bundle's beam 5 WER over the
+# English clips + 1.5 points (7 words of 491)
+INT4_WER_MARGIN = 0.015
+
+
+def test_int4_bundle_keeps_english_wer(request, default_bundle, english_clips, beam_texts):
+    pytest.importorskip("ai_edge_quantizer", reason="--quantize int4 needs ai-edge-quantizer (the convert extra)")
+    int4_bundle = request.getfixturevalue("int4_bundle")
+    spoken = [c for c in english_clips if c.reference]
+    references = [c.reference for c in spoken]
+    default = error_rate(references, beam_texts(default_bundle), "en")
+    int4 = error_rate(references, beam_texts(int4_bundle), "en")
+    print(f"\ntiny.en beam 5 WER on {len(spoken)} English clips: default bundle {default:.2%}, int4 {int4:.2%}")
+    assert int4 <= default + INT4_WER_MARGIN
 
 
 def test_long_recording_beams_match_faster_whisper(tiny_bundle, english_clips, audio_cache, tiny_en_ct2):

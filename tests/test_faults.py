@@ -284,6 +284,17 @@ def test_convert_unknown_role_is_one_line():
     assert "unknown model role 'speaker'" in done.stderr and "generator" in done.stderr
 
 
+def test_convert_refuses_bad_arguments_before_importing_tensorflow(tmp_path):
+    """The refusals above take a fraction of a second: they come before TensorFlow, seconds to import, is loaded."""
+    script = ("import sys; from whisper_tflite.cli import main; code = main(sys.argv[1:]); "
+              "print('tensorflow' in sys.modules); sys.exit(code)")
+    for args in (("--models", "features,speaker"), ("--min-runtime", "two"), ("--language", "en")):
+        done = subprocess.run([sys.executable, "-c", script, "convert", "tiny.en", "--out", str(tmp_path / "b"), *args],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and len(error_lines(done)) == 1, done.stderr
+        assert done.stdout.split() == ["False"], args
+
+
 def test_models_all_names_every_role():
     from whisper_tflite.bundle import ROLES
     from whisper_tflite.cli import model_roles

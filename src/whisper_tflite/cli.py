@@ -18,13 +18,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 from .bundle import DEFAULT_MODELS, INT8_SCORES, ROLES, S4Y_MODELS
+from .conversion_plan import QUANTIZATIONS as QUANTIZE_CHOICES, plan_conversion
 from .errors import AudioError, BundleError, SourceError, UsageError, WhisperTfliteError
 from .native_log import LOG, native_stderr_hidden
 from .runtime import TranscriptionOptions
 from .runtime.batched import batched_vad_options
 from .runtime.vad import VadOptions
 
-QUANTIZE_CHOICES = ("none", "fp16", "dynamic-int8", "int4")
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 
@@ -360,13 +360,15 @@ def model_roles(text: str | None, layout: str = "bundle") -> tuple[str, ...] | N
 
 
 def _convert(args) -> int:
+    options = dict(quantize=args.quantize, models=model_roles(args.models, args.layout), force=args.force,
+                   min_runtime=args.min_runtime, layout=args.layout, language=args.language,
+                   calibration_audio=args.calibration_audio)
+    plan_conversion(args.model, args.out, **options)  # bad arguments refused before TensorFlow's import
     with native_stderr_hidden() as terminal:  # TensorFlow is imported and runs in here
         from .conversion import convert
 
-        path = convert(args.model, args.out, quantize=args.quantize, models=model_roles(args.models, args.layout),
-                       force=args.force, progress=False if args.quiet else terminal, min_runtime=args.min_runtime,
-                       layout=args.layout, language=args.language, gpu_analyzer=args.gpu_analyzer,
-                       calibration_audio=args.calibration_audio)
+        path = convert(args.model, args.out, progress=False if args.quiet else terminal,
+                       gpu_analyzer=args.gpu_analyzer, **options)
     print(path)
     return 0
 

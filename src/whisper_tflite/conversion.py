@@ -20,8 +20,9 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from .audio import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
-from .bundle import (BATCH_MODELS, DEFAULT_MODELS, INT8_SCORES, ROLES, S4Y_MODELS, SINGLE_SIGNATURE, TEXT_DECODER_FILE,
-                     TEXT_DECODER_ROLES)
+from .bundle import BATCH_MODELS, INT8_SCORES, SINGLE_SIGNATURE, TEXT_DECODER_FILE, TEXT_DECODER_ROLES
+from .conversion_plan import DEFAULT_POLICY, INT4_POLICY, quantization_plan  # noqa: F401 (public here too)
+from .conversion_plan import QUANTIZATIONS, plan_conversion, version_tuple
 from .errors import ConversionError, UsageError
 from .gpu_readiness import gpu_entries, gpu_verdicts
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from .graphs.base import GraphModule
     from .sources import WhisperCheckpoint
 
-QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int4")
-LAYOUTS = ("bundle", "s4y")
 FLOAT_LIMIT = 1e30  # masks use -1e9; anything near float32's 3.4e38 is an -inf that the converter clamped
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: Flex and custom operators
 _FLOAT_TYPES = {0: np.float32, 1: np.float16, 10: np.float64}  # TFLite TensorType codes of float tensors
@@ -491,65 +490,8 @@ def min_runtime_version(model: bytes) -> str:
     raise ConversionError("the converter recorded no min_runtime_version")
 
 
-def version_tuple(version: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in version.split("."))
-    except ValueError:
-        raise UsageError(f"{version!r} is not a version such as 2.16 or 2.16.1") from None
-
-
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# What `convert` does without --quantize, chosen by the measured WER, size and speed in docs/quantization.md.
-# Models with the mel inside stay float32: dynamic-range int8 would quantize the DFT basis and break the exact mel.
-DEFAULT_POLICY = {
-    "features": "none",
-    "encoder": "dynamic-int8",
-    "decoder_step": "dynamic-int8",
-    "prefill": "dynamic-int8",
-    "decoder_batch": "dynamic-int8",
-    "decoder_batch_short": "dynamic-int8",
-    "decoder_chunks": "dynamic-int8",
-    "alignment": "dynamic-int8",
-    "decoder": "dynamic-int8",
-    "encoder_decoder": "dynamic-int8",
-    "generator": "dynamic-int8",
-    "pcm_encoder": "none",
-    "whisper": "none",
-    "vad": "none",  # 1.5 MB; dynamic-int8 (0.6 MB) moves its speech probabilities by up to 0.65
-}
-
-
-# What `--quantize int4` does (docs/quantization.md): int4 text decoder (`quantize_int4`), dynamic-int8 encoder.
-# An int4 encoder (`encoder=int4`) saves 2.2 MB more on tiny.en, at 5.31 % beam 5 WER instead of 3.06 %.
-# The graphs with the mel inside stay float32, as in the default policy.
-INT4_POLICY = {"features": "none", "encoder": "dynamic-int8", "pcm_encoder": "none", "whisper": "none",
-               "vad": "none"}
-
-
-def quantization_plan(quantize: str | dict[str, str] | None, roles: tuple[str, ...]) -> dict[str, str]:
-    """Per-role quantization: None -> the default policy; "int4" -> `INT4_POLICY`, int4 for the rest; another
-    string -> that for every model but the features graph and the vad model; a dict -> per role, the default
-    policy for roles it does not name."""
-    if isinstance(quantize, dict) and set(quantize) - set(roles):
-        raise UsageError(f"quantization given for {', '.join(sorted(set(quantize) - set(roles)))}, "
-                         f"which is not among the models converted ({', '.join(roles)})")
-    ours = {role: S4Y_MODELS.get(role, role) for role in roles}  # a whisper-s4y file takes its graph's policy
-    if quantize is None or isinstance(quantize, dict):
-        chosen = {role: DEFAULT_POLICY.get(ours[role], "none") for role in roles} | dict(quantize or {})
-    elif quantize == "int4":
-        chosen = {role: INT4_POLICY.get(ours[role], "int4") for role in roles}
-    else:
-        chosen = {role: "none" if ours[role] in ("features", "vad") else quantize for role in roles}
-    for role, value in chosen.items():
-        if value == INT8_SCORES and ours[role] == "encoder":
-            continue
-        if value not in QUANTIZATIONS:
-            raise UsageError(f"unknown quantization {value!r} for {role}: choose one of {', '.join(QUANTIZATIONS)}"
-                             + (f" ({INT8_SCORES}: the encoder only)" if value == INT8_SCORES else ""))
-    return {role: chosen[role] for role in roles}
 
 
 def build_modules(roles: list[str], checkpoint, quantize: str) -> dict[str, GraphModule]:
@@ -645,29 +587,11 @@ def convert(
 
     loaded = source if isinstance(source, WhisperCheckpoint) else None
     source = loaded.source if loaded is not None else source
-    if layout not in LAYOUTS:
-        raise UsageError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    out_dir, roles, plan, ceiling = plan_conversion(source, out_dir, quantize, models, force, min_runtime, layout,
+                                                    language, calibration_audio, source_loaded=loaded is not None)
     s4y = layout == "s4y"
-    if language is not None and not s4y:
-        raise UsageError("--language fixes the language of --layout s4y files; a bundle takes it when transcribing")
-    out_dir = Path(out_dir) if out_dir is not None else Path("bundles") / (Path(source).name or "model")
-    if out_dir.exists() and not force:
-        raise UsageError(f"{out_dir} already exists; choose another --out or pass --force to replace it")
-    known = tuple(S4Y_MODELS) if s4y else ROLES
-    roles = tuple(dict.fromkeys(models if models is not None else known if s4y else DEFAULT_MODELS))
-    unknown = [role for role in roles if role not in known]
-    if unknown:
-        raise UsageError(f"unknown model {'file' if s4y else 'role'} {unknown[0]!r}: choose from {', '.join(known)}")
-    if not roles:
-        raise UsageError("no models to convert: give at least one role to --models")
-    plan = quantization_plan(quantize, roles)
     if "int4" in plan.values():
         _quantizer()
-    if INT8_SCORES in plan.values() and not calibration_audio:
-        raise UsageError(f"encoder={INT8_SCORES} needs --calibration-audio: a few speech files that set its scales")
-    if calibration_audio and INT8_SCORES not in plan.values():
-        raise UsageError(f"--calibration-audio is for --quantize encoder={INT8_SCORES}")
-    ceiling = version_tuple(min_runtime) if min_runtime is not None else None
     if gpu_analyzer is not None:
         gpu_verdicts(gpu_analyzer, [])  # refuses a Python without the analyzer's GPU rules before converting
     out_dir.parent.mkdir(parents=True, exist_ok=True)
