@@ -25,7 +25,8 @@ def tiny(tiny_bundle):
 
 
 def test_runtime_never_imports_tensorflow(default_bundle, clip_named):
-    """Nor the conversion side, nor onnxruntime, onnx, torch or faster-whisper: the VAD filter is on."""
+    """Nor the conversion side, nor onnxruntime, onnx, torch or faster-whisper: the VAD filter is on; live
+    transcription and the stream command's input and output neither."""
     jfk = clip_named("en_jfk_openai-whisper.flac").path
     script = textwrap.dedent(f"""
         import sys
@@ -39,8 +40,14 @@ def test_runtime_never_imports_tensorflow(default_bundle, clip_named):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         from whisper_tflite import Transcriber
-        result = Transcriber({str(default_bundle)!r}).transcribe({str(jfk)!r}, vad_filter=True)
+        from whisper_tflite.audio import load_audio
+        from whisper_tflite.live_io import LiveWriter
+        transcriber = Transcriber({str(default_bundle)!r})
+        result = transcriber.transcribe({str(jfk)!r}, vad_filter=True)
         print(result.text)
+        live = transcriber.live()
+        live.insert_audio(load_audio({str(jfk)!r}))
+        LiveWriter("txt").write(live.finish())
         assert not any(m.split(".")[0] in ("tensorflow", "transformers") for m in sys.modules)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
