@@ -101,21 +101,6 @@ def _features_cache(checkpoint, audio_cache):
     return get
 
 
-def _reference_cache(checkpoint, features_of):
-    from whisper_tflite.reference import reference_transcribe
-
-    cache = {}
-
-    def get(clip, language=None):
-        key = (clip.path, language)
-        if key not in cache:
-            features = features_of(clip)
-            cache[key] = (features, reference_transcribe(checkpoint, language=language, features=features))
-        return cache[key]
-
-    return get
-
-
 @pytest.fixture(scope="session")
 def tiny_en_features(tiny_en, audio_cache):
     """The reference's log-mel of each clip's first 30 s, for tiny.en, computed once a run."""
@@ -125,13 +110,6 @@ def tiny_en_features(tiny_en, audio_cache):
 @pytest.fixture(scope="session")
 def base_features(base, audio_cache):
     return _features_cache(base, audio_cache)
-
-
-@pytest.fixture(scope="session")
-def base_reference(base, base_features):
-    """(features, ReferenceResult of greedy `generate`) per (clip, forced language) for base. `generate` is slow
-    (one eager call per token): only the test of `reference_transcribe` itself uses it."""
-    return _reference_cache(base, base_features)
 
 
 def _greedy_cache(checkpoint, bundle, features_of, audio_cache):

@@ -1,4 +1,5 @@
-"""Bundles: file-level guarantees, token parity with the reference, quantization, the prompt in one call."""
+"""Bundles: file-level guarantees, quantization, the prompt in one call (token parity with the reference:
+test_reference.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.tools import flatbuffer_utils
 
 from whisper_tflite.bundle import sha256_of
-from whisper_tflite.runtime import Transcriber
 
 from .bundles import BUNDLES
-from .parity import assert_parity, bundle_greedy_tokens
 
 FLOAT_TYPES = {0: np.float32, 1: np.float16}
 
@@ -269,31 +268,6 @@ def test_int4_without_the_quantizer_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)  # what an absent package raises: ImportError
     with pytest.raises(UsageError, match="needs ai-edge-quantizer"):
         quantize_int4(b"")
-
-
-def test_tiny_en_decoder_step_matches_reference(tiny_en, tiny_bundle, english_clips, audio_cache, tiny_en_features):
-    transcriber = Transcriber(tiny_bundle)
-    runs = [(clip.name, bundle_greedy_tokens(transcriber, audio_cache(clip), "en"), tiny_en_features(clip), 2)
-            for clip in english_clips]
-    assert_parity(runs, tiny_en)
-
-
-# One clip of each of base's 7 languages and a second English one: tiny.en's parity covers all the English
-# clips, and the multilingual part is what base adds
-BASE_PARITY_CLIPS = ("en_jfk_whisper-cpp.wav", "en_librispeech-test-clean_121-127105-0000.flac",
-                     "de_picovoice-leopard.wav", "es_picovoice-leopard.wav", "fr_picovoice-leopard.wav",
-                     "it_picovoice-leopard.wav", "pt_picovoice-leopard.wav", "ar_quran_1-1.wav")
-
-
-@pytest.mark.slow
-def test_base_decoder_step_matches_reference_with_forced_languages(base, base_bundle, clip_named, audio_cache,
-                                                                    base_features):
-    """A clip of each language, its language forced."""
-    transcriber = Transcriber(base_bundle, threads=2)
-    clips = [clip_named(name) for name in BASE_PARITY_CLIPS]
-    runs = [(f"{clip.name} [{clip.language}]", bundle_greedy_tokens(transcriber, audio_cache(clip), clip.language),
-             base_features(clip), 4) for clip in clips]
-    assert_parity(runs, base)
 
 
 def test_prompt_in_one_call_equals_step_by_step(tiny_en, tiny_en_features, tiny_en_greedy, clip_named):

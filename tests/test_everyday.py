@@ -109,13 +109,6 @@ def test_output_problems_are_usage_errors_before_any_work(case, message, tmp_pat
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
-def test_convert_shows_its_progress_bar_and_nothing_else(tmp_path):
-    done = run_cli("convert", "tiny.en", "--out", tmp_path / "bundle", "--models", "features", timeout=600)
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip()]
-    assert lines and all(line.startswith("converting tiny.en") for line in lines), lines
-
-
 def test_native_log_redirection_nests_and_restores_stderr(capfd):
     """fd 2 is the process's: nested and concurrent blocks share one redirection, and the outermost restores it."""
     import os

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from whisper_tflite.bundle import sha256_of
 from whisper_tflite.errors import SourceError
 from whisper_tflite.sources import BUNDLED, _bundled_files, load_whisper
 from whisper_tflite.sources.ct2 import dimensions, hf_weights, read_model_bin
@@ -167,11 +168,12 @@ for source in (sys.argv[1], "tiny.en"):  # safetensors, CTranslate2
 """
 
 
-def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, tmp_path):
+def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, default_bundle, tmp_path):
     """Fine-tunes' usual layout (PyTorch names and transposes, in safetensors, whole or sharded, float32, float16
     or bfloat16) loads with torch unimportable, to exactly the weights of the same model read from CTranslate2
-    (as the stored type holds them); it and CTranslate2 folders convert without transformers' TF model classes; a
-    lone pytorch_model.bin is refused in one line; a file that lacks a weight is refused, not filled with random
+    (as the stored type holds them); it and CTranslate2 folders convert without transformers' TF model classes,
+    the bundled tiny.en's encoder to the default bundle's bytes (a conversion is reproducible); a lone
+    pytorch_model.bin is refused in one line; a file that lacks a weight is refused, not filled with random
     values."""
     import tensorflow as tf
 
@@ -186,6 +188,8 @@ def test_pytorch_safetensors_folders_convert_without_torch(tiny_en, tmp_path):
     first = next(iter(layouts.values()))
     for source in (first.name, "tiny.en"):
         assert (tmp_path / f"{first.name}-{source}.bundle" / "encoder.tflite").is_file()
+    assert sha256_of(tmp_path / f"{first.name}-tiny.en.bundle" / "encoder.tflite") == \
+        sha256_of(default_bundle / "encoder.tflite")
     for dtype, folder in layouts.items():
         loaded = {name.replace("|", "/"): value for name, value in np.load(f"{folder}.npz").items()}
         assert set(loaded) == set(expected)
