@@ -4,7 +4,7 @@ tests/test_sizes.py holds large-v3: the log-mel against WhisperFeatureExtractor,
 reference's features, and the decoder step's logits teacher-forced over the prompt and random text tokens.
 
 The suite converts large-v3 alone (1280 wide, 128 mels, 51866 tokens; tiny.en and base, real, cover 384 and 512
-wide, 80 mels, both vocabularies); the other widths are the same code at other sizes, measured here.
+wide, 80 mels, both vocabularies); the other widths are the same code at other sizes, measured by this script.
 
 Run: .venv/bin/python benchmarks/shrunk.py [MEMBER ...]   (default: small.en medium; names of whisper_tflite.sizes)
 Prints a markdown table: the largest errors, the smallest top-2 margin of the reference's logits, and whether every
