@@ -43,7 +43,7 @@ def test_features_match_reference_on_every_clip(clips, audio_cache, tiny_en, fea
     for row in rows:
         print(f"{row[0]:48s} " + " ".join(f"{v:9.2e}" for v in row[1:]))
     worst = np.max(np.array([r[1:] for r in rows]), axis=0)
-    # Measured: max 4.8e-5, mean 1.2e-7 (float32 rounding); twice that fails.
+    # Measured: max 3.1e-5, mean 1.2e-7 (float32 rounding); 1e-4 leaves room for other CPUs.
     assert worst[0] <= 1e-4 and worst[1] <= 1e-4, "max abs difference"
     assert worst[3] <= 1e-6 and worst[4] <= 1e-6, "mean abs difference"
     # The approximation we replace is clearly worse: that is the point of the exact graph.

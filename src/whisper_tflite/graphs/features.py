@@ -1,7 +1,10 @@
 """Whisper's log-mel front end as a graph of builtin TFLite ops, numerically the reference's.
 
 `tf.signal.stft` only converts with a power-of-two FFT length (hence the n_fft 512 approximation elsewhere);
-here the 400-point DFT is a matmul with a windowed cos/sin basis, so n_fft, window and padding are exact.
+here the 400-point DFT is a matmul with a windowed cos/sin basis, so n_fft, window and padding are exact. The
+basis is stored half: the periodic Hann window is symmetric and zero at sample 0, so sample n and sample 400 - n
+meet the same cosine and opposite sines; a frame is folded first (their sum against the cosines, their
+difference against the sines), which halves both the stored basis and the multiplications.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from ..audio import HOP_LENGTH, LOG_MEL_RANGE, N_FFT, N_FRAMES, N_SAMPLES
 from .base import GraphModule
 
 
-def dft_basis(n_fft: int = N_FFT) -> np.ndarray:
-    """[n_fft, 2 * (n_fft//2 + 1)]: periodic-Hann-windowed cos and -sin columns of the one-sided DFT."""
-    n = np.arange(n_fft)
-    k = np.arange(n_fft // 2 + 1)
+def folded_dft_basis(n_fft: int = N_FFT) -> tuple[np.ndarray, np.ndarray]:
+    """The one-sided DFT of a periodic-Hann-windowed frame, for folded frames: cos [n_fft/2, bins] against
+    samples 1..n_fft/2 (x[n] + x[n_fft - n], and x[n_fft/2] alone), -sin [n_fft/2 - 1, bins] against samples
+    1..n_fft/2 - 1 (x[n] - x[n_fft - n]); bins = n_fft/2 + 1."""
+    half = n_fft // 2
+    k = np.arange(half + 1)
+    n = np.arange(1, half + 1)
     window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)  # periodic Hann, as torch.hann_window and HF
     angle = 2 * np.pi * np.outer(n, k) / n_fft
-    return np.concatenate([window[:, None] * np.cos(angle), -window[:, None] * np.sin(angle)], axis=1)
+    return window[:, None] * np.cos(angle), -(window[:, None] * np.sin(angle))[:-1]
 
 
 class FeatureExtractor(GraphModule):
@@ -34,7 +40,7 @@ class FeatureExtractor(GraphModule):
         """`mel_filters`: [n_fft//2 + 1, n_mels] Slaney filters, e.g. `WhisperFeatureExtractor.mel_filters`."""
         super().__init__()
         self.n_mels = mel_filters.shape[1]
-        self.basis = dft_basis().astype(np.float32)
+        self.cos_basis, self.sin_basis = (basis.astype(np.float32) for basis in folded_dft_basis())
         self.mel_filters = mel_filters.astype(np.float32)
 
     @classmethod
@@ -56,9 +62,10 @@ class FeatureExtractor(GraphModule):
         frames = tf.concat(
             [rows[:N_FRAMES], rows[1 : N_FRAMES + 1], rows[2 : N_FRAMES + 2, : N_FFT - 2 * HOP_LENGTH]], axis=1
         )
-        spectrum = tf.matmul(frames, self.basis)  # [3000, 402]: real parts, then imaginary parts
-        bins = N_FFT // 2 + 1
-        power = tf.square(spectrum[:, :bins]) + tf.square(spectrum[:, bins:])
+        mirrored = tf.reverse(frames[:, half + 1 :], [1])  # samples 399 down to 201
+        even = tf.concat([frames[:, 1:half] + mirrored, frames[:, half : half + 1]], axis=1)  # [3000, 200]
+        odd = frames[:, 1:half] - mirrored  # [3000, 199]
+        power = tf.square(tf.matmul(even, self.cos_basis)) + tf.square(tf.matmul(odd, self.sin_basis))  # [3000, 201]
         mel = tf.matmul(power, self.mel_filters)  # [3000, n_mels]
         log10_mel = tf.transpose(tf.math.log(tf.maximum(mel, 1e-10)) * (1.0 / np.log(10.0)))[tf.newaxis]
         log_mel = (tf.maximum(log10_mel, tf.reduce_max(log10_mel) - LOG_MEL_RANGE) + 4.0) / 4.0
