@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from whisper_tflite.bundle import sha256_of
 from whisper_tflite.errors import UsageError
 from whisper_tflite.evaluation import error_rate, faster_whisper_transcribe, join_clips
 from whisper_tflite.runtime import Transcriber
@@ -185,16 +186,19 @@ def test_best_of_fallback_keeps_the_most_confident_attempt(tiny, clips, audio_ca
 
 
 def older_format(bundle, folder, version: int, dropped: tuple[str, ...]):
-    """A copy of `bundle` (its files linked) as a bundle of an older format: without the roles it did not have."""
+    """A copy of `bundle` (its files linked) as a bundle of an older format: without the roles it did not have, its
+    tokenizer.json not gzipped."""
     folder.mkdir()
     manifest = json.loads((bundle / "manifest.json").read_text())
     for role in dropped:
         del manifest["models"][role]
     manifest["format_version"] = version
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.write_bytes(gzip.decompress((bundle / "tokenizer.json.gz").read_bytes()))
+    manifest["tokenizer"] = {"file": tokenizer.name, "sha256": sha256_of(tokenizer)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     for file in {entry["file"] for entry in manifest["models"].values()}:
         (folder / file).symlink_to(bundle / file)
-    shutil.copy(bundle / "tokenizer.json", folder)
     return folder
 
 

@@ -183,13 +183,16 @@ def _no_multilingual(folder):
 
 
 def _edited_tokenizer(folder):
-    path = folder / "tokenizer.json"
-    path.write_text(path.read_text().replace('"<|0.00|>"', '"<|0.01|>"', 1))
+    """One byte of the gzip header changed (its modification time): the same size, the same text."""
+    path = folder / "tokenizer.json.gz"
+    data = bytearray(path.read_bytes())
+    data[4] ^= 1
+    path.write_bytes(data)
 
 
 @pytest.mark.parametrize("damage, message", [
     (_no_multilingual, "lacks dims"),
-    (_edited_tokenizer, "tokenizer.json does not match its sha256"),
+    (_edited_tokenizer, "tokenizer.json.gz does not match its sha256"),
     (_missing, "the encoder model encoder.tflite is missing"),
     (_extra, "holds model files its manifest does not list (old-encoder.tflite)"),
     (_corrupt, "does not match its sha256"),
@@ -211,12 +214,12 @@ def test_a_file_changed_after_a_verified_load_is_hashed_again(default_bundle, tm
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = _bundle_copy(default_bundle, tmp_path / "bundle")
     Bundle.load(folder)
-    assert str((folder / "tokenizer.json").resolve()) in json.loads(
+    assert str((folder / "tokenizer.json.gz").resolve()) in json.loads(
         (tmp_path / "cache" / "whisper-tflite" / "verified.json").read_text())
-    size = (folder / "tokenizer.json").stat().st_size
+    size = (folder / "tokenizer.json.gz").stat().st_size
     _edited_tokenizer(folder)
-    assert (folder / "tokenizer.json").stat().st_size == size
-    with pytest.raises(BundleError, match="tokenizer.json does not match its sha256"):
+    assert (folder / "tokenizer.json.gz").stat().st_size == size
+    with pytest.raises(BundleError, match="tokenizer.json.gz does not match its sha256"):
         Bundle.load(folder)
 
 
@@ -262,7 +265,7 @@ def test_convert_twice_is_byte_identical(default_bundle, tmp_path):
     roles = "decoder_step,prefill,decoder_batch,decoder_batch_short,decoder_chunks,alignment"
     done = run_cli("convert", "tiny.en", "--out", tmp_path / "again", "--models", roles, "--quiet", timeout=900)
     assert done.returncode == 0, done.stderr
-    for name in ("text_decoder.tflite", "tokenizer.json"):
+    for name in ("text_decoder.tflite", "tokenizer.json.gz"):
         assert sha256_of(tmp_path / "again" / name) == sha256_of(default_bundle / name), name
 
 

@@ -95,7 +95,7 @@ def test_words_split_at_spaces_or_characters(tiny_bundle):
     from whisper_tflite.tokens import WhisperTokenizer
     from whisper_tflite.runtime.timing import split_to_word_tokens
 
-    tokenizer = WhisperTokenizer.from_file(tiny_bundle / "tokenizer.json", multilingual=False)
+    tokenizer = WhisperTokenizer.from_file(tiny_bundle / "tokenizer.json.gz", multilingual=False)
     words, tokens = split_to_word_tokens(tokenizer, tokenizer.encode(" Hello, wonderful world!"), "en")
     assert words == [" Hello", ",", " wonderful", " world", "!"]
     assert [t for piece in tokens for t in piece] == tokenizer.encode(" Hello, wonderful world!")

@@ -1,4 +1,4 @@
-"""A bundle: a folder of .tflite files, `tokenizer.json` and `manifest.json` describing them (runtime side).
+"""A bundle: a folder of .tflite files, `tokenizer.json.gz` and `manifest.json` describing them (runtime side).
 
 `manifest.json` is the contract between conversion and runtime: roles, files, I/O specs, quantization, sha256 of
 every file, special tokens, languages, suppress lists, dims and audio settings. The runtime trusts nothing else.
@@ -24,10 +24,13 @@ FORMAT = "whisper-tflite-bundle"
 # embedding stored once; prefill and alignment take an `offset`. Versions 2-4 still load: one file a role.
 # 6: the decoder_chunks role (batched transcription: several pieces of speech decoded at once). Version 5 bundles
 # still load: everything but batched transcription runs as before.
-FORMAT_VERSION = 6
+# 7: the tokenizer gzipped (`tokenizer.json.gz`, a third of its size); the position tables int8. Version 6 bundles
+# still load, with their `tokenizer.json`.
+FORMAT_VERSION = 7
 OLDEST_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-TOKENIZER = "tokenizer.json"
+TOKENIZER = "tokenizer.json.gz"
+PLAIN_TOKENIZER = "tokenizer.json"  # bundles of format 6 and older, and whisper-s4y layout folders
 MULTILINGUAL_VOCAB = 51865  # English-only vocabularies have 51864 tokens
 DIMS = ("n_mels", "n_vocab", "d_model", "n_audio_ctx", "n_text_ctx", "encoder_layers", "decoder_layers",
         "decoder_heads")
@@ -125,6 +128,10 @@ class Bundle:
             raise BundleError(f"{self.folder} has no {role!r} model; convert it with --models {role}")
         return self.folder / self.models[role]["file"]
 
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.folder / self.manifest["tokenizer"]["file"]
+
     def signature(self, role: str) -> str:
         """The role's signature key in its file (format 5); the file's only one before."""
         return self.models[role].get("signature", SINGLE_SIGNATURE)
@@ -172,9 +179,12 @@ def check_files(folder: Path, manifest: dict, verify: bool = True) -> None:
     if extra:
         raise BundleError(f"{folder} holds model files its manifest does not list ({', '.join(extra)}); "
                           "remove them or convert the bundle again")
-    tokenizer = folder / TOKENIZER
+    name = manifest["tokenizer"].get("file")
+    if name not in (TOKENIZER, PLAIN_TOKENIZER):
+        raise _damaged(folder, f"{MANIFEST} names the tokenizer {name!r}, not {TOKENIZER} or {PLAIN_TOKENIZER}")
+    tokenizer = folder / name
     if not tokenizer.is_file():
-        raise BundleError(f"{folder}: {TOKENIZER} is missing; convert the bundle again")
+        raise BundleError(f"{folder}: {tokenizer.name} is missing; convert the bundle again")
     if verified is not None and not verified.matches(tokenizer, manifest["tokenizer"]["sha256"]):
         raise BundleError(f"{tokenizer} does not match its sha256 in {MANIFEST} (edited or replaced); "
                           "convert the bundle again")
@@ -230,10 +240,10 @@ def validate_manifest(manifest: object, where: Path | str = "manifest") -> None:
                     isinstance(spec, dict) and isinstance(spec.get("name"), str) and _list_of(spec.get("shape"), int)
                     for spec in specs):
                 raise _damaged(where, f"the {role} entry lacks its {side} (names and shapes)")
-    tokenizer = manifest.get("tokenizer")
-    if not isinstance(tokenizer, dict) or tokenizer.get("file") != TOKENIZER or \
+    tokenizer, expected = manifest.get("tokenizer"), TOKENIZER if version >= 7 else PLAIN_TOKENIZER
+    if not isinstance(tokenizer, dict) or tokenizer.get("file") != expected or \
             not isinstance(tokenizer.get("sha256"), str):
-        raise _damaged(where, f"{MANIFEST} lacks the {TOKENIZER} entry with its sha256")
+        raise _damaged(where, f"{MANIFEST} lacks the {expected} entry with its sha256")
     dims = manifest.get("dims")
     if not isinstance(dims, dict) or not isinstance(dims.get("multilingual"), bool) or \
             not all(_positive_int(dims.get(key)) for key in DIMS):

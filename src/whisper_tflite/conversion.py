@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gzip
 import hashlib
 import json
 import os
@@ -93,13 +94,13 @@ def to_tflite(models: GraphModule | dict[str, GraphModule], quantize: str = "non
     if quantize == "dynamic-int8":  # files of int8 weights: far from flatbuffers' 2 GB, which this rewrite keeps to
         parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
         share_token_table(parsed)
-        store_tables_as_float16(parsed)
+        store_tables_as_int8(parsed)
         model = serialize(parsed)
     check_model(model, name)
     return model
 
 
-_FLOAT32, _FLOAT16, _INT32, _INT8, _INT4 = 0, 1, 2, 9, 17  # TFLite TensorType codes
+_FLOAT32, _INT32, _INT8, _INT4 = 0, 2, 9, 17  # TFLite TensorType codes
 _DEQUANTIZE, _EMBEDDING_LOOKUP, _FULLY_CONNECTED, _MUL, _GATHER = 6, 7, 9, 18, 36  # BuiltinOperator codes
 # The oldest runtime int4 files record, instead of the 2.9 the converter gives their float ops: blockwise int4
 # weights are newer and checked on ai-edge-litert 2.3.0 only; 2.21, the TensorFlow release the conversion stack
@@ -114,11 +115,11 @@ def quantize_int4(model: bytes, name: str = "model") -> bytes:
     token table, its columns equalized first (`equalize_token_table`), in blocks of 128. Each CONV_2D's weights
     int8 with a scale per output channel. Activations stay float32 and are quantized on the fly (XNNPACK's qd8 x
     qb4w and qc8w kernels). Then the token embedding is stored once (`share_int4_token_table`), float tables of
-    64 KB or more as float16, every constant byte string and quantization parameters once.
+    64 KB or more as int8, every constant byte string and quantization parameters once.
 
     Why that mix (docs/quantization.md, tiny.en): int4 everywhere, blocks of 32, doubles the default bundle's
     beam 5 WER; int8 attention costs the 0.9 MB that blocks of 128 save on the equalized table, where they lose
-    little, and brings the WER back within 1 point of the default bundle's, the bundle within 30 MiB."""
+    little, and brings the WER back within 1 point of the default bundle's, the bundle within 30 MB."""
     quantizer, recipe_manager, QuantGranularity, TFLOperationName = _quantizer()
     from ai_edge_quantizer.utils.tfl_flatbuffer_utils import get_op_scope
 
@@ -151,7 +152,7 @@ def quantize_int4(model: bytes, name: str = "model") -> bytes:
     parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(quantized))
     _share_equal_buffers(parsed)  # the quantizer writes a weight read by several signatures once a signature
     share_int4_token_table(parsed)
-    store_tables_as_float16(parsed)
+    store_tables_as_int8(parsed)
     _set_min_runtime(parsed, INT4_MIN_RUNTIME)
     model = serialize(parsed)
     check_model(model, name)
@@ -374,32 +375,43 @@ def share_token_table(parsed) -> None:
     _drop_unused_buffers(parsed)
 
 
-FLOAT16_TABLE_BYTES = 1 << 16
+TABLE_BYTES = 1 << 16
 
 
-def store_tables_as_float16(parsed) -> None:
-    """Stores the float32 constants of 64 KB or more that an int8 file still holds as float16, each read through a
-    DEQUANTIZE that LiteRT runs once, when the model is prepared. These are the position embeddings (the
-    encoder's [1500, d], 2.3 MB on tiny.en): beside int8 weights their float16 rounding (3 digits) is noise."""
-    halves: dict[int, int] = {}  # float32 buffer -> its float16 copy
-    dequantize = _opcode(parsed, _DEQUANTIZE)
+def store_tables_as_int8(parsed) -> None:
+    """Stores the float32 constants of 64 KB or more that an int8 file still holds as int8 with a scale per column,
+    each read through a DEQUANTIZE that LiteRT runs once, when the model is prepared. These are the position
+    embeddings (the encoder's [1500, d], 2.3 MB on tiny.en, sinusoids in [-1, 1]; the text decoder's [448, d],
+    learned, whose columns differ in range 30-fold): rounded to 1/254 of a column's largest value, as the weights
+    beside them are."""
+    tables: dict[int, int] = {}  # float32 buffer -> its int8 copy
     for subgraph in parsed.subgraphs:
         for index, tensor in enumerate(list(subgraph.tensors)):
             data = parsed.buffers[tensor.buffer].data if tensor.buffer else None
-            if tensor.type != _FLOAT32 or data is None or len(data) < FLOAT16_TABLE_BYTES:
+            if tensor.type != _FLOAT32 or data is None or len(data) < TABLE_BYTES or len(tensor.shape) < 2:
                 continue
-            if tensor.buffer not in halves:
-                half = schema.BufferT()
-                half.data = np.frombuffer(bytes(data), np.float32).astype(np.float16).view(np.uint8)
-                parsed.buffers.append(half)
-                halves[tensor.buffer] = len(parsed.buffers) - 1
+            values = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape)
+            columns = values.reshape(-1, values.shape[-1])
+            scales = np.abs(columns).max(axis=0) / 127
+            scales[scales == 0] = 1.0
+            if tensor.buffer not in tables:
+                table = schema.BufferT()
+                table.data = np.round(values / scales).astype(np.int8).view(np.uint8).reshape(-1)
+                parsed.buffers.append(table)
+                tables[tensor.buffer] = len(parsed.buffers) - 1
             source = schema.TensorT()
-            source.name, source.type, source.buffer = tensor.name + b"/float16", _FLOAT16, halves[tensor.buffer]
+            source.name, source.type, source.buffer = tensor.name + b"/int8", _INT8, tables[tensor.buffer]
             source.shape = tensor.shape
+            source.quantization = schema.QuantizationParametersT()
+            source.quantization.scale = scales.astype(np.float32)
+            source.quantization.zeroPoint = np.zeros(len(scales), np.int64)
+            source.quantization.quantizedDimension = len(tensor.shape) - 1
             subgraph.tensors.append(source)
             tensor.buffer = 0  # now the DEQUANTIZE's output
             op = schema.OperatorT()
-            op.opcodeIndex, op.inputs, op.outputs = dequantize, [len(subgraph.tensors) - 1], [index]
+            op.opcodeIndex, op.inputs, op.outputs = _opcode(parsed, _DEQUANTIZE), [len(subgraph.tensors) - 1], [index]
+            parsed.operatorCodes[op.opcodeIndex].version = max(parsed.operatorCodes[op.opcodeIndex].version,
+                                                                 5)  # DEQUANTIZE of per-channel int8: TFLite 2.7
             subgraph.operators.insert(0, op)
     _drop_unused_buffers(parsed)
 
@@ -581,7 +593,7 @@ def convert(
     """
     from tqdm import tqdm
 
-    from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, S4Y_FORMAT, TOKENIZER, sha256_of
+    from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, PLAIN_TOKENIZER, S4Y_FORMAT, TOKENIZER, sha256_of
     from .graphs.s4y import build_s4y_module
     from .sources import WhisperCheckpoint, load_whisper
 
@@ -639,8 +651,9 @@ def convert(
                 for role, verdict in gpu_entries(gpu_analyzer, staging, entries).items():
                     entries[role]["gpu"] = verdict
             bar.set_postfix_str("manifest")
-            (staging / TOKENIZER).write_text(compact_tokenizer_json(checkpoint.tokenizer.backend_tokenizer.to_str()),
-                                             encoding="utf-8")
+            tokenizer = PLAIN_TOKENIZER if s4y else TOKENIZER  # whisper-s4y apps read tokenizer.json
+            text = compact_tokenizer_json(checkpoint.tokenizer.backend_tokenizer.to_str()).encode("utf-8")
+            (staging / tokenizer).write_bytes(text if s4y else gzip.compress(text, compresslevel=9, mtime=0))
             manifest = {
                 **({"format": S4Y_FORMAT, "format_version": 1, "source": source, "language": language,
                     "task": "transcribe", "prompt": prompt} if s4y else
@@ -654,7 +667,7 @@ def convert(
                 "audio": {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
                           "chunk_seconds": CHUNK_SECONDS},
                 "models": entries,
-                "tokenizer": {"file": TOKENIZER, "sha256": sha256_of(staging / TOKENIZER)},
+                "tokenizer": {"file": tokenizer, "sha256": sha256_of(staging / tokenizer)},
                 "tools": _tool_versions(),
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

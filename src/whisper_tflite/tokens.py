@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import gzip
 import itertools
 import json
 import re
@@ -235,13 +236,13 @@ class WhisperTokenizer:
     @classmethod
     def from_file(cls, path: str | Path, multilingual: bool) -> "WhisperTokenizer":
         try:
-            spec = json.loads(Path(path).read_text(encoding="utf-8"))
+            spec = json.loads(_read_json(path))
             vocabulary = {**spec["model"]["vocab"], **{t["content"]: t["id"] for t in spec["added_tokens"]}}
             decoder = spec["decoder"]["type"]
             if decoder != "ByteLevel":
                 raise BundleError(f"{path} is not Whisper's byte-level BPE tokenizer (its decoder is {decoder})")
             return cls(vocabulary, multilingual, lambda: _library_tokenizer(path))
-        except (OSError, ValueError, KeyError, TypeError) as e:  # a character outside the byte alphabet: KeyError
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as e:  # outside the byte alphabet: KeyError
             raise BundleError(f"cannot read the tokenizer {path}: {type(e).__name__}: {e}") from None
 
     @classmethod
@@ -281,7 +282,13 @@ class WhisperTokenizer:
         return b"".join(data[offsets[t] : offsets[t + 1]] for t in token_ids if t < eot).decode("utf-8", "replace")
 
 
+def _read_json(path: str | Path) -> str:
+    """A tokenizer.json's text, or a tokenizer.json.gz's (a bundle's, format 7)."""
+    data = Path(path).read_bytes()
+    return (gzip.decompress(data) if str(path).endswith(".gz") else data).decode("utf-8")
+
+
 def _library_tokenizer(path: str | Path) -> Tokenizer:
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(path))
+    return Tokenizer.from_str(_read_json(path))

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioSource, load_audio,
                      source_name)
-from ..bundle import CHUNKS_MODEL, TOKENIZER, Bundle
+from ..bundle import CHUNKS_MODEL, Bundle
 from ..errors import AudioError, BundleError, UsageError
 from ..tokens import TIMESTAMP_STEP, WhisperTokenizer
 from .decoding import (DecodingResult, LogitFilter, Stepper, beam_search, decode_window, detect_language,
@@ -696,7 +696,7 @@ class Transcriber:
         self.bundle = Bundle.load(bundle_dir, verify=verify)
         manifest = self.bundle.manifest
         self.multilingual = bool(manifest["dims"]["multilingual"])
-        self.tokenizer = WhisperTokenizer.from_file(self.bundle.folder / TOKENIZER, self.multilingual)
+        self.tokenizer = WhisperTokenizer.from_file(self.bundle.tokenizer_path, self.multilingual)
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise UsageError(f"threads must be a positive number, or 0 or None for the default (got {threads!r})")
         self.num_workers = num_workers
