@@ -190,11 +190,19 @@ class LiveTranscription:
                 for s in segments if s.no_speech_prob <= NO_SPEECH for w in s.words]
 
     def _unseen(self, words: list[Word]) -> list[Word]:
-        """The decoded words after the committed ones: those starting after the last commit, less up to
-        `AGREEMENT_NGRAM` words at their start that repeat the last committed ones."""
+        """The decoded words after the committed ones. Where the decoding repeats the last committed words (up to
+        `AGREEMENT_NGRAM`, ending near the last commit's end), the words after them, whatever their times: a word
+        right after a commit may be timed a little before its end. Otherwise those starting after the last commit,
+        less up to `AGREEMENT_NGRAM` words at their start that repeat the last committed ones."""
         last_end = self.committed[-1].end if self.committed else self.buffer_start
-        words = [w for w in words if w.start > last_end - EARLY_START]
         in_buffer = [w for w in self.committed if w.end > self.buffer_start]
+        keys = [_key(w) for w in words]
+        for n in range(min(len(in_buffer), AGREEMENT_NGRAM), 0, -1):  # the longest repeat first
+            tail = [_key(w) for w in in_buffer[-n:]]
+            for i in range(len(words) - n, -1, -1):  # the latest place, as the tail is the text's latest
+                if keys[i : i + n] == tail and abs(words[i + n - 1].end - last_end) < NEAR_LAST_COMMIT:
+                    return words[i + n :]
+        words = [w for w in words if w.start > last_end - EARLY_START]
         if words and in_buffer and abs(words[0].start - last_end) < NEAR_LAST_COMMIT:
             for n in range(1, min(len(in_buffer), len(words), AGREEMENT_NGRAM) + 1):
                 if [_key(w) for w in in_buffer[-n:]] == [_key(w) for w in words[:n]]:
