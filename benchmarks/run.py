@@ -438,11 +438,7 @@ def measure(model: str, rounds: int, threads: int) -> dict:
 def footprint(model: str, threads: int, rounds: int) -> str:
     """The default bundle against faster-whisper int8: size on disk, peak RSS of a worker that transcribes the
     clips and the long recording greedily, and cold start; a markdown table (`--footprint`)."""
-    from whisper_tflite.conversion import convert
-
-    bundle = CACHE / model / "tflite-default"
-    if not (bundle / "manifest.json").is_file():
-        convert(model, bundle, force=True)
+    bundle = cached_bundle(model, "dynamic-int8")  # the default policy
     ct2 = ct2_folder(model)
     clips = choose_clips(model)
     long_path, _ = long_recording()
