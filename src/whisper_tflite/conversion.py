@@ -379,7 +379,7 @@ TABLE_BYTES = 1 << 16
 
 
 def store_tables_as_int8(parsed) -> None:
-    """Stores the float32 constants of 64 KB or more that an int8 file still holds as int8 with a scale per column,
+    """Stores the float32 tables of 64 KB or more that an int8 file still holds as int8 with a scale per column,
     each read through a DEQUANTIZE that LiteRT runs once, when the model is prepared. These are the position
     embeddings (the encoder's [1500, d], 2.3 MB on tiny.en, sinusoids in [-1, 1]; the text decoder's [448, d],
     learned, whose columns differ in range 30-fold): rounded to 1/254 of a column's largest value, as the weights

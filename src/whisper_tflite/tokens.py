@@ -7,6 +7,7 @@ import gzip
 import itertools
 import json
 import re
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -242,7 +243,7 @@ class WhisperTokenizer:
             if decoder != "ByteLevel":
                 raise BundleError(f"{path} is not Whisper's byte-level BPE tokenizer (its decoder is {decoder})")
             return cls(vocabulary, multilingual, lambda: _library_tokenizer(path))
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as e:  # outside the byte alphabet: KeyError
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zlib.error) as e:  # byte alphabet: KeyError
             raise BundleError(f"cannot read the tokenizer {path}: {type(e).__name__}: {e}") from None
 
     @classmethod
