@@ -384,35 +384,35 @@ def store_tables_as_int8(parsed) -> None:
     embeddings (the encoder's [1500, d], 2.3 MB on tiny.en, sinusoids in [-1, 1]; the text decoder's [448, d],
     learned, whose columns differ in range 30-fold): rounded to 1/254 of a column's largest value, as the weights
     beside them are."""
-    tables: dict[int, int] = {}  # float32 buffer -> its int8 copy
+    tables: dict[int, tuple[int, np.ndarray]] = {}  # float32 buffer -> its int8 copy and its column scales
     for subgraph in parsed.subgraphs:
         for index, tensor in enumerate(list(subgraph.tensors)):
             data = parsed.buffers[tensor.buffer].data if tensor.buffer else None
             if tensor.type != _FLOAT32 or data is None or len(data) < TABLE_BYTES or len(tensor.shape) < 2:
                 continue
-            values = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape)
-            columns = values.reshape(-1, values.shape[-1])
-            scales = np.abs(columns).max(axis=0) / 127
-            scales[scales == 0] = 1.0
-            if tensor.buffer not in tables:
+            if tensor.buffer not in tables:  # every signature's tensor of a shared table reads one int8 copy
+                values = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape)
+                scales = np.abs(values.reshape(-1, values.shape[-1])).max(axis=0) / 127  # float32
+                scales[scales == 0] = 1.0
                 table = schema.BufferT()
                 table.data = np.round(values / scales).astype(np.int8).view(np.uint8).reshape(-1)
                 parsed.buffers.append(table)
-                tables[tensor.buffer] = len(parsed.buffers) - 1
+                tables[tensor.buffer] = (len(parsed.buffers) - 1, scales)
+            buffer, scales = tables[tensor.buffer]
             source = schema.TensorT()
-            source.name, source.type, source.buffer = tensor.name + b"/int8", _INT8, tables[tensor.buffer]
-            source.shape = tensor.shape
+            source.name, source.type, source.buffer, source.shape = tensor.name + b"/int8", _INT8, buffer, tensor.shape
             source.quantization = schema.QuantizationParametersT()
-            source.quantization.scale = scales.astype(np.float32)
+            source.quantization.scale = scales
             source.quantization.zeroPoint = np.zeros(len(scales), np.int64)
             source.quantization.quantizedDimension = len(tensor.shape) - 1
             subgraph.tensors.append(source)
             tensor.buffer = 0  # now the DEQUANTIZE's output
             op = schema.OperatorT()
             op.opcodeIndex, op.inputs, op.outputs = _opcode(parsed, _DEQUANTIZE), [len(subgraph.tensors) - 1], [index]
-            parsed.operatorCodes[op.opcodeIndex].version = max(parsed.operatorCodes[op.opcodeIndex].version,
-                                                                 5)  # DEQUANTIZE of per-channel int8: TFLite 2.7
             subgraph.operators.insert(0, op)
+    if tables:
+        dequantize = parsed.operatorCodes[_opcode(parsed, _DEQUANTIZE)]
+        dequantize.version = max(dequantize.version, 5)  # DEQUANTIZE of per-channel int8: TFLite 2.7
     _drop_unused_buffers(parsed)
 
 
