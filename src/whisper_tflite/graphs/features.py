@@ -15,6 +15,8 @@ import tensorflow as tf
 from ..audio import HOP_LENGTH, LOG_MEL_RANGE, N_FFT, N_FRAMES, N_SAMPLES
 from .base import GraphModule
 
+FRAME_ROWS = 300  # frames of the DFT computed at a time
+
 
 def folded_dft_basis(n_fft: int = N_FFT) -> tuple[np.ndarray, np.ndarray]:
     """The one-sided DFT of a periodic-Hann-windowed frame, for folded frames: cos [n_fft/2, bins] against
@@ -54,19 +56,34 @@ class FeatureExtractor(GraphModule):
     def call(self, inputs):
         pcm = inputs["pcm"]
         half = N_FFT // 2
-        # center=True with reflect padding: mirror 200 samples at each end, edges excluded.
-        padded = tf.concat([tf.reverse(pcm[1 : half + 1], [0]), pcm, tf.reverse(pcm[-half - 1 : -1], [0])], 0)
-        # Frames of 400 with hop 160 from rows of 160: frame i = row i, row i+1, first 80 of row i+2.
-        # Only the first 3000 of the 3001 frames are built: Whisper drops the last one.
-        rows = tf.reshape(padded[: (N_FRAMES + 2) * HOP_LENGTH], [N_FRAMES + 2, HOP_LENGTH])
-        frames = tf.concat(
-            [rows[:N_FRAMES], rows[1 : N_FRAMES + 1], rows[2 : N_FRAMES + 2, : N_FFT - 2 * HOP_LENGTH]], axis=1
-        )
-        mirrored = tf.reverse(frames[:, half + 1 :], [1])  # samples 399 down to 201
-        even = tf.concat([frames[:, 1:half] + mirrored, frames[:, half : half + 1]], axis=1)  # [3000, 200]
-        odd = frames[:, 1:half] - mirrored  # [3000, 199]
-        power = tf.square(tf.matmul(even, self.cos_basis)) + tf.square(tf.matmul(odd, self.sin_basis))  # [3000, 201]
-        mel = tf.matmul(power, self.mel_filters)  # [3000, n_mels]
-        log10_mel = tf.transpose(tf.math.log(tf.maximum(mel, 1e-10)) * (1.0 / np.log(10.0)))[tf.newaxis]
+        # center=True with reflect padding: 200 samples mirrored at each end, edges excluded. Frame i spans
+        # samples 160 i - 200 to 160 i + 200; only the first 3000 of the 3001 frames are built (Whisper drops
+        # the last one).
+        before, after = tf.reverse(pcm[1 : half + 1], [0]), tf.reverse(pcm[-half - 1 : -1], [0])
+        # FRAME_ROWS frames at a time, each block waiting on the one before (as attend_in_chunks): one block's
+        # samples, frames and spectra are alive at once, not the window's.
+        blocks = []
+        for first in range(0, N_FRAMES, FRAME_ROWS):
+            start = first * HOP_LENGTH - half
+            end = start + (FRAME_ROWS + 2) * HOP_LENGTH
+            with tf.control_dependencies(blocks[-1:]):
+                pieces = [before[start:]] * (start < 0) + [pcm[max(start, 0) : min(end, N_SAMPLES)]] + \
+                    [after[: end - N_SAMPLES]] * (end > N_SAMPLES)
+                samples = tf.concat(pieces, 0) if len(pieces) > 1 else tf.identity(pieces[0])
+            blocks.append(self._mel_power(tf.reshape(samples, [FRAME_ROWS + 2, HOP_LENGTH])))
+        mel = tf.concat(blocks, axis=0)  # [3000, n_mels]
+        log10_mel = tf.reshape(tf.transpose(tf.math.log(tf.maximum(mel, 1e-10)) * (1.0 / np.log(10.0))),
+                               [1, self.n_mels, N_FRAMES])
         log_mel = (tf.maximum(log10_mel, tf.reduce_max(log10_mel) - LOG_MEL_RANGE) + 4.0) / 4.0
         return {"log_mel": log_mel, "log10_mel": log10_mel}
+
+    def _mel_power(self, rows: tf.Tensor) -> tf.Tensor:
+        """Mel power [frames, n_mels] of the frames starting at each row of `rows` [frames + 2, 160] but the last
+        two: frame i = row i, row i+1, first 80 samples of row i+2."""
+        frames = tf.concat([rows[:-2], rows[1:-1], rows[2:, : N_FFT - 2 * HOP_LENGTH]], axis=1)
+        half = N_FFT // 2
+        mirrored = tf.reverse(frames[:, half + 1 :], [1])  # samples 399 down to 201
+        even = tf.concat([frames[:, 1:half] + mirrored, frames[:, half : half + 1]], axis=1)  # [frames, 200]
+        odd = frames[:, 1:half] - mirrored  # [frames, 199]
+        power = tf.square(tf.matmul(even, self.cos_basis)) + tf.square(tf.matmul(odd, self.sin_basis))
+        return tf.matmul(power, self.mel_filters)

@@ -344,10 +344,13 @@ class LongFormDecoder:
         start = int(options.clip_timestamps[0] * FRAMES_PER_SECOND) if options.clip_timestamps else 0
         start = start if start < log_mel.shape[1] else 0  # as faster-whisper
         language, probability, probabilities = self.language(log_mel[:, start:], language, options)
-        return language, probability, probabilities, self._segments(audio, log_mel, language, task, options,
-                                                                    progress, seed, keep_last_segment)
+        # The window loop reads which frames are silent, not the samples: they are freed once this returns
+        # (an hour of them is 230 MB).
+        return language, probability, probabilities, self._segments(
+            loud_frames(audio), round(len(audio) / SAMPLE_RATE, 3), log_mel, language, task, options, progress,
+            seed, keep_last_segment)
 
-    def _segments(self, audio: np.ndarray, log_mel: np.ndarray, language: str, task: str,
+    def _segments(self, loud: np.ndarray, duration: float, log_mel: np.ndarray, language: str, task: str,
                   options: TranscriptionOptions, progress: Callable[[int, int], None] | None,
                   seed: int, keep_last_segment: bool = False) -> Iterator[Segment]:
         content_frames = log_mel.shape[1]
@@ -362,14 +365,14 @@ class LongFormDecoder:
             while seek < clip_end:
                 previous_seek = seek
                 segment_frames = min(N_FRAMES, clip_end - seek)
-                silent = _leading_silence(audio[seek * HOP_LENGTH : (seek + segment_frames) * HOP_LENGTH])
+                silent = _leading_silence(loud[seek : seek + segment_frames])
                 if silent == segment_frames:
                     seek += segment_frames
                 elif silent >= MIN_SKIPPED_SILENCE:
                     seek += silent - SILENCE_MARGIN  # start the window just before the speech
                 else:
                     seek = yield from self._window_segments(state, log_mel, seek, segment_frames, task, options,
-                                                            round(len(audio) / SAMPLE_RATE, 3),
+                                                            duration,
                                                             keep_last_segment and seek + segment_frames >= clip_end)
                 if progress is not None:
                     progress(min(seek, content_frames) - previous_seek, content_frames)
@@ -670,11 +673,17 @@ def _window(log_mel: np.ndarray, seek: int, frames: int) -> np.ndarray:
     return window
 
 
-def _leading_silence(samples: np.ndarray) -> int:
-    """How many 10 ms frames (mel frames) from the start are digital silence (below -80 dBFS RMS)."""
+def loud_frames(samples: np.ndarray, block: int = 6000) -> np.ndarray:
+    """Which 10 ms frames (mel frames) are not digital silence (-80 dBFS RMS or louder); a minute at a time, so
+    the float64 squares stay small."""
     frames = samples[: len(samples) // HOP_LENGTH * HOP_LENGTH].reshape(-1, HOP_LENGTH)
-    loud = np.mean(np.square(frames, dtype=np.float64), axis=1) >= SILENCE_RMS**2
-    return int(np.argmax(loud)) if loud.any() else len(frames)
+    return np.concatenate([np.mean(np.square(frames[first : first + block], dtype=np.float64), axis=1) >=
+                           SILENCE_RMS**2 for first in range(0, len(frames), block)] or [np.zeros(0, bool)])
+
+
+def _leading_silence(loud: np.ndarray) -> int:
+    """How many frames from the start of `loud_frames` are digital silence."""
+    return int(np.argmax(loud)) if loud.any() else len(loud)
 
 
 class Transcriber:
