@@ -103,9 +103,10 @@ def _check_io(bundle: Bundle, role: str, inputs: dict[str, tuple], outputs: dict
                               "(a model from another bundle?); convert the bundle again")
 
 
-def _from_start(model: LiteRtModel) -> dict[str, np.ndarray]:
-    """The offset of a call that feeds tokens from the first position; bundles before format 5 take none."""
-    return {"offset": np.zeros([1], np.int32)} if "offset" in model.inputs else {}
+def _at(model: LiteRtModel, offset: int) -> dict[str, np.ndarray]:
+    """The offset input of a call that feeds tokens from position `offset`; bundles before format 5 take none
+    (and feed from the first position only)."""
+    return {"offset": np.array([offset], np.int32)} if "offset" in model.inputs else {}
 
 
 CONTEXT_FRAMES = 2  # a frame spans n_fft = 400 samples: 1.25 hops either side of its centre
@@ -244,23 +245,41 @@ class TfliteStepper:
         self.offset = 0
 
     def prefill(self, tokens: list[int]) -> None:
-        """Feeds the prompt from position 0 in one call. The padding's rows go to slots after the prompt, which
-        stay masked until a step writes its own row there."""
+        """Feeds the prompt from position 0 in as few calls as the prefill model takes (bundles of format 8:
+        `PREFILL_ROWS` tokens a call, each reading the cache the calls before wrote; older ones: one call of up to
+        224 tokens). The last call's padding rows go to slots after the prompt, which stay masked until a step
+        writes its own row there."""
         if not self.use_prefill or len(tokens) < 2:
             for token in tokens:
                 self.step(token)
             return
         if self.prefiller is None:
             self.prefiller = self._load("prefill")
+            if "self_k_0" in self.prefiller.inputs:
+                self._read_decoder_caches(self.prefiller)
         width = self.prefiller.input_shapes["tokens"][-1]
-        if self.offset != 0 or len(tokens) > width:
+        continues = "self_k_0" in self.prefiller.inputs
+        if self.offset != 0 or (len(tokens) > width and not continues):
             raise IndexError(f"a prefill takes at most {width} tokens, from the first position")
         self._give_audio(self.prefiller)
-        padded = np.full([1, width], tokens[-1], np.int32)
-        padded[0, : len(tokens)] = tokens
-        self.prefiller.run(tokens=padded, **_from_start(self.prefiller))
-        self._write_rows(self.prefiller)
-        self.offset = len(tokens)
+        for first in range(0, len(tokens), width):
+            part = tokens[first : first + width]
+            if continues and not self.compiled and first:
+                for cache in self.rows.values():  # the interpreter's caches are its own: the filled slots
+                    self.prefiller.input_view(cache)[:, : self.offset] = self.decoder.input_view(cache)[:, : self.offset]
+            padded = np.full([1, width], part[-1], np.int32)
+            padded[0, : len(part)] = part
+            self.prefiller.run(tokens=padded, **_at(self.prefiller, self.offset))
+            self._write_rows(self.prefiller)
+            self.offset += len(part)
+
+    def _read_decoder_caches(self, model) -> None:
+        """`model`'s cache inputs read decoder_step's (compiled: the same memory; else zeros, filled per call)."""
+        for cache in self.rows.values():
+            if self.compiled:
+                model.share(cache, self.decoder.input_view(cache))
+            else:
+                model.input_view(cache)[...] = 0.0
 
     def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
         """[heads, width, 1500], or None if the tokens are more than the width; rows past `tokens` see end-of-text
@@ -273,7 +292,7 @@ class TfliteStepper:
         self._give_audio(self.aligner)
         padded = np.full([1, width], tokens[-1], np.int32)
         padded[0, : len(tokens)] = tokens
-        self.aligner.run(tokens=padded, **_from_start(self.aligner))
+        self.aligner.run(tokens=padded, **_at(self.aligner, 0))
         return self.aligner.output("weights")
 
     def step(self, token: int) -> np.ndarray:
@@ -286,8 +305,10 @@ class TfliteStepper:
         return logits
 
     def _write_rows(self, model: LiteRtModel) -> None:
+        """The rows a call returned into decoder_step's cache from the offset on (those past its last slot
+        dropped: padding)."""
         for new, cache in self.rows.items():
-            rows = model.output(new)
+            rows = model.output(new)[:, : self.n_ctx - self.offset]
             self.decoder.input_view(cache)[:, self.offset : self.offset + rows.shape[1]] = rows
 
     def _zero_caches(self, model: LiteRtModel) -> None:
