@@ -123,7 +123,11 @@ def test_model_files_are_not_resident_twice(default_bundle, clip_named):
     assert not report["prefill_loaded"] and not report["encoder_built"]
     assert {Path(p).name for p in report["resident"]} == {"features.tflite", "encoder.tflite", "text_decoder.tflite"}
     resident, size = (sum(pair[i] for pair in report["resident"].values()) for i in (0, 1))
-    assert resident < 0.35 * size  # all of each file was read once, when XNNPACK packed it
+    # All of each file was read once, when XNNPACK packed it. Measured on Linux 6.18 (ext4), the bundle converted
+    # just before: 0.41 MB of 39.8 (text decoder 0.38); 10 MB when the files' cached pages were kept, in the
+    # folios of up to 4 MB their writing left, each mapped whole by a look-up. 64 KB a look-up (the kernel's
+    # fault-around elsewhere) would be about 2 MB for this clip.
+    assert resident < 0.1 * size
 
 
 @pytest.mark.parametrize("vocabulary", ["tiny.en", "base"])

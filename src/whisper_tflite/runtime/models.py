@@ -15,7 +15,7 @@ from ..bundle import BATCH_MODELS, Bundle
 from ..errors import BundleError
 from ..native_log import native_stderr_hidden
 from . import compiled as compiled_api
-from .pages import file_mappings, release_file_pages
+from .pages import file_mappings, read_sparsely, release_file_pages
 
 
 class LiteRtModel:
@@ -41,6 +41,7 @@ class LiteRtModel:
                 self._wrapper.AllocateTensors(self._subgraph)
             self.file_pages = file_mappings(path)
             release_file_pages(self.file_pages)
+            read_sparsely(path, self.file_pages)
         except (ValueError, RuntimeError) as e:
             reason = str(e).strip().splitlines()[0]
             needs = bundle.models[role].get("min_runtime_version")
