@@ -26,7 +26,7 @@ FORMAT = "whisper-tflite-bundle"
 # still load: everything but batched transcription runs as before.
 # 7: the tokenizer gzipped (`tokenizer.json.gz`, a third of its size); the position tables int8. Version 6 bundles
 # still load, with their `tokenizer.json`.
-# 8: prefill takes decoder_step's cache inputs and 64 tokens a call (a longer prompt is fed in several calls); its
+# 8: prefill takes decoder_step's cache inputs and 112 tokens a call (a longer prompt is fed in two calls); its
 # arena holds a call's cross-attention scores, not a 224-token prompt's. Versions 5-7 still load: one call.
 FORMAT_VERSION = 8
 OLDEST_FORMAT_VERSION = 2

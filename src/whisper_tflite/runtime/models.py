@@ -259,7 +259,7 @@ class TfliteStepper:
             if "self_k_0" in self.prefiller.inputs:
                 self._read_decoder_caches(self.prefiller)
         width = self.prefiller.input_shapes["tokens"][-1]
-        continues = "self_k_0" in self.prefiller.inputs
+        continues = "self_k_0" in self.prefiller.inputs  # format 8 on: a call goes on from the calls before
         if self.offset != 0 or (len(tokens) > width and not continues):
             raise IndexError(f"a prefill takes at most {width} tokens, from the first position")
         self._give_audio(self.prefiller)

@@ -50,7 +50,7 @@ def release_file_pages(pages: list[tuple[int, int]]) -> None:
     LiteRT memory-maps the file, and XNNPACK, when the model is prepared, packs the weights of the ops it runs
     into memory of its own (or its weight cache's): from then on every such weight would be resident twice.
     Afterwards only the ops XNNPACK leaves to TFLite (the token embedding's gather) read the file, and the
-    kernel maps those pages back from its page cache when they do, with their neighbours (64 KB at a time).
+    kernel maps those pages back from its page cache when they do (`read_sparsely`: a few at a time).
     """
     for start, end in pages:
         _madvise(start, end, MADV_DONTNEED)  # a read-only shared mapping: nothing can be lost
@@ -58,7 +58,7 @@ def release_file_pages(pages: list[tuple[int, int]]) -> None:
 
 def read_sparsely(path: Path, pages: list[tuple[int, int]]) -> None:
     """Once a model is prepared, its file is read a few pages at a time (token rows, tensor metadata): those
-    reads map single pages instead of their neighbours (no read-ahead), and the file's cached pages that no
+    reads map a few pages instead of their neighbours too (no read-ahead), and the file's cached pages that no
     process maps are dropped. The page cache of a file just written holds it in folios of up to a few MB, each
     mapped whole by a read of any of its pages: a freshly converted tiny.en bundle's look-ups mapped 10 MB of
     its text decoder within a window, 0.3 MB once dropped and read back a page at a time."""

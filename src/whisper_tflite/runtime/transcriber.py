@@ -347,7 +347,7 @@ class LongFormDecoder:
         # The window loop reads which frames are silent, not the samples: they are freed once this returns
         # (an hour of them is 230 MB).
         return language, probability, probabilities, self._segments(
-            loud_frames(audio), round(len(audio) / SAMPLE_RATE, 3), log_mel, language, task, options, progress,
+            _loud_frames(audio), round(len(audio) / SAMPLE_RATE, 3), log_mel, language, task, options, progress,
             seed, keep_last_segment)
 
     def _segments(self, loud: np.ndarray, duration: float, log_mel: np.ndarray, language: str, task: str,
@@ -673,7 +673,7 @@ def _window(log_mel: np.ndarray, seek: int, frames: int) -> np.ndarray:
     return window
 
 
-def loud_frames(samples: np.ndarray, block: int = 6000) -> np.ndarray:
+def _loud_frames(samples: np.ndarray, block: int = 6000) -> np.ndarray:
     """Which 10 ms frames (mel frames) are not digital silence (-80 dBFS RMS or louder); a minute at a time, so
     the float64 squares stay small."""
     frames = samples[: len(samples) // HOP_LENGTH * HOP_LENGTH].reshape(-1, HOP_LENGTH)
@@ -682,7 +682,7 @@ def loud_frames(samples: np.ndarray, block: int = 6000) -> np.ndarray:
 
 
 def _leading_silence(loud: np.ndarray) -> int:
-    """How many frames from the start of `loud_frames` are digital silence."""
+    """How many frames from the start of `_loud_frames` are digital silence."""
     return int(np.argmax(loud)) if loud.any() else len(loud)
 
 
