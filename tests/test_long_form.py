@@ -126,8 +126,9 @@ def _speech_onset(samples: np.ndarray) -> float:
 def test_prefill_equals_one_token_at_a_time(recordings, transcribers, runs):
     """The previous-text prompt fed by the prefill (112 tokens a call, so one or two calls) gives the same cache
     rows and the same tokens as the prompt fed one decoder step at a time, on real prompts: the transcript so far,
-    timestamps included (the first 90 s of recording a's, above). On the float32 bundle, where the two paths differ only in the order of
-    summation; the default bundle's prefill is the same graph, and its long recordings above go through it."""
+    timestamps included (the first 90 s of recording a's, above). On the float32 bundle, where the two paths
+    differ only in the order of summation; the default bundle's prefill is the same graph, and its long
+    recordings above go through it."""
     from whisper_tflite.audio import N_SAMPLES
     from whisper_tflite.runtime.decoding import decode_window
     from whisper_tflite.runtime.transcriber import TranscriptionOptions, logit_filter
