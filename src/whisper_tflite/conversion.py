@@ -751,7 +751,7 @@ def _dist_version(name: str) -> str:
 def _replace_folder(staging: Path, out_dir: Path) -> None:
     """Moves the finished bundle into place; an old bundle is swapped out first and removed only afterwards. Its
     files reach the disk first: a crash never leaves a bundle of empty files in place, and the runtime can drop
-    their clean pages from the page cache once the models are prepared (runtime/pages.py `read_sparsely`)."""
+    their clean pages from the page cache once the models are prepared (runtime/pages.py `settle_file_pages`)."""
     for path in staging.iterdir():
         descriptor = os.open(path, os.O_RDONLY)
         try:

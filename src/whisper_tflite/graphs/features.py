@@ -67,8 +67,10 @@ class FeatureExtractor(GraphModule):
             start = first * HOP_LENGTH - half
             end = start + (FRAME_ROWS + 2) * HOP_LENGTH
             with tf.control_dependencies(blocks[-1:]):
-                pieces = [before[start:]] * (start < 0) + [pcm[max(start, 0) : min(end, N_SAMPLES)]] + \
-                    [after[: end - N_SAMPLES]] * (end > N_SAMPLES)
+                pieces = [before[start:]] if start < 0 else []  # the first block reaches before the window
+                pieces.append(pcm[max(start, 0) : min(end, N_SAMPLES)])
+                if end > N_SAMPLES:  # the last, after it
+                    pieces.append(after[: end - N_SAMPLES])
                 samples = tf.concat(pieces, 0) if len(pieces) > 1 else tf.identity(pieces[0])
             blocks.append(self._mel_power(tf.reshape(samples, [FRAME_ROWS + 2, HOP_LENGTH])))
         mel = tf.concat(blocks, axis=0)  # [3000, n_mels]

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..bundle import user_cache_folder
 from ..native_log import native_stderr_hidden
-from .pages import file_mappings, read_sparsely, release_file_pages
+from .pages import settle_file_pages
 
 ALIGNMENT = 64  # LiteRT's host memory alignment: it copies a less aligned array instead of using it
 _ELEMENT_TYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 2}  # LiteRtElementType, TfLiteType's values
@@ -207,9 +207,7 @@ class CompiledFile:
                 _forget_unused_caches(os.path.dirname(cache))
             elif building == cache != ":memory":
                 _touch(cache)
-        self.pages = file_mappings(path)
-        release_file_pages(self.pages)  # the packed weights are the cache's; few ops read the file
-        read_sparsely(path, self.pages)
+        self.pages = settle_file_pages(path)  # the packed weights are the cache's; few ops read the file
 
     def signature(self, key: str) -> "CompiledSignature":
         return CompiledSignature(self, key)

@@ -15,7 +15,7 @@ from ..bundle import BATCH_MODELS, Bundle
 from ..errors import BundleError
 from ..native_log import native_stderr_hidden
 from . import compiled as compiled_api
-from .pages import file_mappings, read_sparsely, release_file_pages
+from .pages import release_file_pages, settle_file_pages
 
 
 class LiteRtModel:
@@ -39,9 +39,7 @@ class LiteRtModel:
                 self._wrapper = interpreter._interpreter
                 self._subgraph = self._wrapper.GetSubgraphIndexFromSignature(key)
                 self._wrapper.AllocateTensors(self._subgraph)
-            self.file_pages = file_mappings(path)
-            release_file_pages(self.file_pages)
-            read_sparsely(path, self.file_pages)
+            self.file_pages = settle_file_pages(path)
         except (ValueError, RuntimeError) as e:
             reason = str(e).strip().splitlines()[0]
             needs = bundle.models[role].get("min_runtime_version")
@@ -276,11 +274,11 @@ class TfliteStepper:
 
     def _read_decoder_caches(self, model) -> None:
         """`model`'s cache inputs read decoder_step's (compiled: the same memory; else zeros, filled per call)."""
+        if not self.compiled:
+            self._zero_caches(model)
+            return
         for cache in self.rows.values():
-            if self.compiled:
-                model.share(cache, self.decoder.input_view(cache))
-            else:
-                model.input_view(cache)[...] = 0.0
+            model.share(cache, self.decoder.input_view(cache))
 
     def alignment_weights(self, tokens: list[int]) -> np.ndarray | None:
         """[heads, width, 1500], or None if the tokens are more than the width; rows past `tokens` see end-of-text

@@ -50,13 +50,22 @@ def release_file_pages(pages: list[tuple[int, int]]) -> None:
     LiteRT memory-maps the file, and XNNPACK, when the model is prepared, packs the weights of the ops it runs
     into memory of its own (or its weight cache's): from then on every such weight would be resident twice.
     Afterwards only the ops XNNPACK leaves to TFLite (the token embedding's gather) read the file, and the
-    kernel maps those pages back from its page cache when they do (`read_sparsely`: a few at a time).
+    kernel maps those pages back from its page cache when they do (`settle_file_pages`: a few at a time).
     """
     for start, end in pages:
         _madvise(start, end, MADV_DONTNEED)  # a read-only shared mapping: nothing can be lost
 
 
-def read_sparsely(path: Path, pages: list[tuple[int, int]]) -> None:
+def settle_file_pages(path: Path) -> list[tuple[int, int]]:
+    """Once a model is prepared: where this process maps its file (for `release_file_pages` later), those pages
+    released and the file read sparsely from then on."""
+    pages = file_mappings(path)
+    release_file_pages(pages)
+    _read_sparsely(path, pages)
+    return pages
+
+
+def _read_sparsely(path: Path, pages: list[tuple[int, int]]) -> None:
     """Once a model is prepared, its file is read a few pages at a time (token rows, tensor metadata): those
     reads map a few pages instead of their neighbours too (no read-ahead), and the file's cached pages that no
     process maps are dropped. The page cache of a file just written holds it in folios of up to a few MB, each
