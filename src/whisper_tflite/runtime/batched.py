@@ -91,8 +91,7 @@ class ChunkRows:
         self.slots = self.model.input_shapes["self_k_0"][2]
         self.keys = [name for name in stepper.cross_names if name.startswith("cross_k_")]
         self.values = [name for name in stepper.cross_names if name.startswith("cross_v_")]
-        for cache in stepper.rows.values():  # masked slots are multiplied by 0: uninitialized NaNs would leak
-            self.model.input_view(cache)[...] = 0.0
+        stepper._zero_caches(self.model)
         self._outputs = None
         if stepper.compiled:  # the encoder's output buffers that write a window's keys into its row
             self._outputs = [stepper.encoder.output_buffers({name: self.model.input_view(name)[c]
