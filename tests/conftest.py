@@ -6,6 +6,15 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# CTranslate2's OpenMP threads (faster-whisper, the oracle) spin while they wait, taking the core the other xdist
+# worker is using. The same 17 clips with faster-whisper float32, 2 threads, AMD EPYC with AVX2, 2 cores:
+#
+#   alone                                      14.9 s
+#   beside a second such process               80.1 s (each)
+#   beside it, both OMP_WAIT_POLICY=PASSIVE    24.0 s (each)
+#
+# Set before anything loads libgomp; it reaches the CLI and the workers the tests start, too.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
@@ -169,15 +178,18 @@ _background_conversions = None
 
 
 def pytest_collection_finish(session):
-    """Starts converting, in the background, the bundles this run needs after its first (see tests/bundles.py).
-    Not with xdist (`make test`): there, the other worker's tests fill the second core."""
+    """Notes the bundles this run needs (see tests/bundles.py), and starts converting those after its first in the
+    background. Not with xdist (`make test`): there, the other worker's tests fill the second core, and a worker
+    that waits for a bundle the other converts converts the next one meanwhile."""
     global _background_conversions
     import subprocess
     import sys
 
+    from . import bundles
     from .bundles import BUNDLES, LOG
 
     needed = list(dict.fromkeys(name for item in session.items for name in item.fixturenames if name in BUNDLES))
+    bundles.NEEDED[:] = needed
     if len(needed) > 1 and not session.config.option.collectonly and not _xdist_worker():
         LOG.parent.mkdir(parents=True, exist_ok=True)
         with open(LOG, "w") as log:
