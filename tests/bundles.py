@@ -1,9 +1,10 @@
 """The bundles the tests convert: each distinct plan once per code version, in an on-disk cache.
 
-Every process takes a bundle under a per-bundle file lock: whichever comes first converts it, the others wait
-for it and find it done. So two xdist workers (`make test`) share each bundle, and a run without xdist can hand
-the bundles it needs after its first one to a background process (`python -m tests.bundles NAME...`): a
-conversion keeps about one core busy, the tests about one and a half.
+Every process takes a bundle under a per-bundle file lock: whichever comes first converts it; another that needs
+it meanwhile converts the run's next bundles that no one has started, then waits for it and finds it done. So two
+xdist workers (`make test`) share each bundle, and a run without xdist can hand the bundles it needs after its
+first one to a background process (`python -m tests.bundles NAME...`): a conversion keeps about one core busy,
+the tests about one and a half.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ COMBINED = ("decoder", "pcm_encoder", "encoder_decoder", "whisper", "generator")
 BUNDLES = {
     # what `convert` makes and users run; `--quantize dynamic-int8` is the same plan
     "default_bundle": dict(source="tiny.en", quantize=None, models=DEFAULT_MODELS),
-    # without decoder_chunks, batched transcription's graph, which the default bundle runs: a signature less to convert
+    # without decoder_chunks, batched transcription's graph, and the vad model (float32 in every policy), which the
+    # default bundle runs: less to convert
     "tiny_bundle": dict(source="tiny.en", quantize="none",
-                        models=tuple(role for role in DEFAULT_MODELS if role != CHUNKS_MODEL)),
+                        models=tuple(role for role in DEFAULT_MODELS if role not in (CHUNKS_MODEL, "vad"))),
     # the greedy roles only: its beam and alignment models are the same graphs as the checked fp32 and int8 ones
     "fp16_bundle": dict(source="tiny.en", quantize="fp16", models=GREEDY_MODELS),
     "older_bundle": dict(source="tiny.en", quantize=None, models=GREEDY_MODELS, min_runtime="2.14"),
@@ -80,22 +82,56 @@ def remove_stale(version: str) -> None:
                     entry.unlink(missing_ok=True)
 
 
-def build(version: str, source: str, quantize: str | None, models: tuple[str, ...], min_runtime: str | None = None,
-          layout: str = "bundle", language: str | None = None) -> Path:
-    """The cached bundle of this plan, converted first if no one has; two plans that quantize each role alike
-    (e.g. `dynamic-int8` and the default policy) share one."""
-    from whisper_tflite.conversion import convert, quantization_plan
+NEEDED: list[str] = []  # the bundles this run's tests use, in the order they come (conftest.py fills it)
+
+
+def _folder(version: str, source: str, quantize: str | None, models: tuple[str, ...], min_runtime: str | None = None,
+            layout: str = "bundle", language: str | None = None) -> Path:
+    """Where the bundle of this plan is cached: two plans that quantize each role alike (e.g. `dynamic-int8` and
+    the default policy) share one."""
+    from whisper_tflite.conversion import quantization_plan
 
     plan = quantization_plan(quantize, models)
     key = hashlib.sha256(repr((sorted(plan.items()), min_runtime, layout, language)).encode()).hexdigest()[:8]
-    path = CACHE / f"{source}-{key}-{version}"
+    return CACHE / f"{source}-{key}-{version}"
+
+
+def build(version: str, **plan) -> Path:
+    """The cached bundle of `plan` (`convert`'s arguments), converted first if no one has. While another process
+    converts it, this one converts the run's other bundles that no one has started, rather than wait idle."""
+    path = _folder(version, **plan)
     CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f".lock-{source}-{key}-{version}", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (path / "manifest.json").is_file():
-            convert(source, path, quantize=plan, models=models, force=True, progress=False, min_runtime=min_runtime,
-                    layout=layout, language=language)
+    with open(CACHE / f".lock-{path.name}", "w") as lock:
+        if not _convert_if_free(lock, path, plan):
+            for name in NEEDED:
+                other = _folder(version, **BUNDLES[name])
+                if other != path and not (other / "manifest.json").is_file():
+                    with open(CACHE / f".lock-{other.name}", "w") as other_lock:
+                        _convert_if_free(other_lock, other, BUNDLES[name])
+                if _convert_if_free(lock, path, plan):
+                    return path
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _convert(path, plan)
     return path
+
+
+def _convert_if_free(lock, path: Path, plan: dict) -> bool:
+    """Converts the bundle unless it is done or another process holds its lock; False if one does."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    _convert(path, plan)
+    return True
+
+
+def _convert(path: Path, plan: dict) -> None:
+    """With the bundle's lock held."""
+    from whisper_tflite.conversion import convert
+
+    if not (path / "manifest.json").is_file():
+        convert(plan["source"], path, **{key: value for key, value in plan.items() if key != "source"}, force=True,
+                progress=False)
 
 
 def _background(names: list[str]) -> None:
