@@ -180,7 +180,7 @@ _background_conversions = None
 def pytest_collection_finish(session):
     """Notes the bundles this run needs (see tests/bundles.py), and starts converting those after its first in the
     background. Not with xdist (`make test`): there, the other worker's tests fill the second core, and a worker
-    that waits for a bundle the other converts converts the next one meanwhile."""
+    that would wait for a bundle the other is converting converts the next one meanwhile."""
     global _background_conversions
     import subprocess
     import sys
