@@ -75,6 +75,26 @@ def audio_cache():
     return get
 
 
+@pytest.fixture(scope="module")
+def transcripts(audio_cache):
+    """Clips' transcripts with a bundle and decoding options, each computed once a module (its tests read the
+    same ones), by one `Transcriber` a bundle."""
+    from whisper_tflite.runtime import Transcriber
+
+    transcribers, texts = {}, {}
+
+    def get(bundle, clips, **options) -> list[str]:
+        decoding = tuple(sorted(options.items()))
+        for clip in clips:
+            if (bundle, clip.name, decoding) not in texts:
+                if bundle not in transcribers:
+                    transcribers[bundle] = Transcriber(bundle, threads=2)
+                texts[bundle, clip.name, decoding] = transcribers[bundle].transcribe(audio_cache(clip), **options).text
+        return [texts[bundle, clip.name, decoding] for clip in clips]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def tiny_en():
     from whisper_tflite.sources import load_whisper

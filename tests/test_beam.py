@@ -104,32 +104,16 @@ def test_top_extensions_equal_a_full_sort():
 BEAM_WER_MARGIN = {"float32": 0.003, "int8": 0.005}
 
 
-@pytest.fixture(scope="module")
-def beam_texts(audio_cache):
-    """A bundle's beam 5 (and best-of 5 in fallback) transcripts of clips, each clip whole, computed once a
-    module: the default bundle's are held against faster-whisper's and int4's."""
-    transcribers, texts = {}, {}
-
-    def get(bundle, clips):
-        for clip in clips:
-            if (bundle, clip.name) not in texts:
-                transcriber = transcribers.setdefault(bundle, Transcriber(bundle, threads=2))
-                texts[bundle, clip.name] = transcriber.transcribe(audio_cache(clip), beam_size=5, best_of=5).text
-        return [texts[bundle, clip.name] for clip in clips]
-
-    return get
-
-
 # The float32 bundle on the clips of one window: its windows after the first (a prompt, decoder_batch) are held
 # to faster-whisper float32 by test_long_recording_beams_match_faster_whisper.
 @pytest.mark.parametrize("bundle, compute_type, longest_s", [("tiny_bundle", "float32", 30),
                                                               ("default_bundle", "int8", None)])
 def test_beam_search_matches_faster_whisper(bundle, compute_type, longest_s, request, english_clips, audio_cache,
-                                            tiny_en_ct2, beam_texts):
+                                            tiny_en_ct2, transcripts):
     """Beam 5 (and best-of 5 in fallback), faster-whisper's defaults, on the English clips with a transcript
     (every one for the default bundle), each transcribed whole; the same weights in faster-whisper."""
     spoken = [c for c in english_clips if c.reference and (longest_s is None or c.duration <= longest_s)]
-    ours = beam_texts(request.getfixturevalue(bundle), spoken)
+    ours = transcripts(request.getfixturevalue(bundle), spoken, beam_size=5, best_of=5)
     theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type,
                                                                   beam_size=5, best_of=5)) for c in spoken]
     references = [c.reference for c in spoken]
@@ -145,13 +129,13 @@ def test_beam_search_matches_faster_whisper(bundle, compute_type, longest_s, req
 INT4_WER_MARGIN = 0.015
 
 
-def test_int4_bundle_keeps_english_wer(request, default_bundle, english_clips, beam_texts):
+def test_int4_bundle_keeps_english_wer(request, default_bundle, english_clips, transcripts):
     pytest.importorskip("ai_edge_quantizer", reason="--quantize int4 needs ai-edge-quantizer (the convert extra)")
     int4_bundle = request.getfixturevalue("int4_bundle")
     spoken = [c for c in english_clips if c.reference]
     references = [c.reference for c in spoken]
-    default = error_rate(references, beam_texts(default_bundle, spoken), "en")
-    int4 = error_rate(references, beam_texts(int4_bundle, spoken), "en")
+    default = error_rate(references, transcripts(default_bundle, spoken, beam_size=5, best_of=5), "en")
+    int4 = error_rate(references, transcripts(int4_bundle, spoken, beam_size=5, best_of=5), "en")
     print(f"\ntiny.en beam 5 WER on {len(spoken)} English clips: default bundle {default:.2%}, int4 {int4:.2%}")
     assert int4 <= default + INT4_WER_MARGIN
 

@@ -150,33 +150,19 @@ def test_token_table_decodes_as_the_tokenizers_library(vocabulary, tiny_bundle):
     assert ours.special == WhisperTokenizer.from_tokenizer(library, vocabulary == "base").special
 
 
-@pytest.fixture(scope="module")
-def greedy_text(audio_cache):
-    """A clip's greedy transcript with a bundle, each computed once a module (two tests read the same ones)."""
-    transcribers, texts = {}, {}
-
-    def get(bundle, clip):
-        if (bundle, clip.name) not in texts:
-            transcriber = transcribers.setdefault(bundle, Transcriber(bundle, threads=2))
-            texts[bundle, clip.name] = transcriber.transcribe(audio_cache(clip), beam_size=1, best_of=1).text
-        return texts[bundle, clip.name]
-
-    return get
-
-
 # The float32 bundle on the clips of one window: its long-form decoding is held to faster-whisper float32 by
 # test_long_form.py.
 @pytest.mark.parametrize("bundle, compute_type, excess, longest_s",
                          [("tiny_bundle", "float32", 0.005, 30), ("default_bundle", "int8", 0.01, None)])
 def test_english_clips_match_faster_whisper(bundle, compute_type, excess, longest_s, request, english_clips,
-                                            audio_cache, tiny_en_ct2, greedy_text):
+                                            audio_cache, tiny_en_ct2, transcripts):
     """The English clips with a transcript (every one, the two long ones included, for the default bundle), each
     transcribed on its own."""
     from whisper_tflite.evaluation import faster_whisper_transcribe
 
     folder = request.getfixturevalue(bundle)
     spoken = [c for c in english_clips if c.reference and (longest_s is None or c.duration <= longest_s)]
-    ours = [greedy_text(folder, c) for c in spoken]
+    ours = transcripts(folder, spoken, beam_size=1, best_of=1)
     theirs = [" ".join(s.text for s in faster_whisper_transcribe(tiny_en_ct2, audio_cache(c), compute_type))
               for c in spoken]
     references = [c.reference for c in spoken]
@@ -187,13 +173,13 @@ def test_english_clips_match_faster_whisper(bundle, compute_type, excess, longes
     assert ours_wer <= theirs_wer + excess
 
 
-def test_quantized_bundles_keep_wer(tiny_bundle, fp16_bundle, default_bundle, english_clips, greedy_text):
+def test_quantized_bundles_keep_wer(tiny_bundle, fp16_bundle, default_bundle, english_clips, transcripts):
     """fp16 and the default policy (dynamic-int8) within a point of the float32 bundle's greedy WER on the English
     clips of one window."""
     dev = [c for c in english_clips if c.reference and c.duration <= 30]
 
     def wer(bundle):
-        return error_rate([c.reference for c in dev], [greedy_text(bundle, c) for c in dev], "en")
+        return error_rate([c.reference for c in dev], transcripts(bundle, dev, beam_size=1, best_of=1), "en")
 
     fp32 = wer(tiny_bundle)
     print(f"\ntiny.en fp32 bundle WER {fp32:.2%}")
